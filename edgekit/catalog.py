@@ -1,0 +1,51 @@
+"""Find built-in target and recipe files (source checkout or installed wheel) or a user's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.errors import UserError
+from edgekit.schema import did_you_mean
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def builtin_dir(kind: str) -> Path:
+    """The folder of built-in `targets` or `recipes`: the checkout's top level, else the wheel's copy."""
+    for candidate in (_PACKAGE_DIR.parent / kind, _PACKAGE_DIR / "builtin" / kind):
+        if candidate.is_dir():
+            return candidate
+    raise UserError(f"edgekit's built-in {kind} are missing from this installation")
+
+
+def builtin_names(kind: str) -> list[str]:
+    return sorted(path.stem for path in builtin_dir(kind).glob("*.yaml"))
+
+
+def resolve(kind: str, name_or_path: str | Path) -> Path:
+    """A built-in name (`cpu-ort`) or a path to a YAML file → the file's path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or "/" in text or path.is_file():
+        if not path.is_file():
+            raise UserError(f"{kind[:-1]} file not found: {path}")
+        return path
+    candidate = builtin_dir(kind) / f"{text}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = builtin_names(kind)
+    raise UserError(f"unknown {kind[:-1]} '{text}'{did_you_mean(text, names)}; built-in: {', '.join(names)}")
+
+
+def read_yaml(path: Path, kind: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    if isinstance(data, list) and kind == "recipes":
+        data = {"steps": data}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top of the {kind[:-1]} file")
+    return data

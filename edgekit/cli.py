@@ -1,0 +1,161 @@
+"""The `edgekit` command: parses, calls the Python API, renders. Reads the environment here only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edgekit.errors import EdgekitError
+
+CACHE_ENV = "EDGEKIT_CACHE_DIR"
+
+
+class Group(click.Group):
+    """Turns EdgekitError into one line on stderr and exit 1; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as error:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was written", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
+@click.version_option(package_name="edgekit")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
+    """edgekit: take a trained model to an edge device as a measured package."""
+    ctx.meta["debug"] = debug
+    from edgekit.console import setup_logging
+
+    setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
+                  logging.INFO if verbose else logging.WARNING)
+
+
+def _cache_dir(no_cache: bool, cache_dir: Path | None) -> Path | None:
+    if no_cache:
+        return None
+    return cache_dir or Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgekit")
+
+
+def _input_specs(texts: tuple[str, ...]):
+    from edgekit.spec import parse_input_spec
+
+    return tuple(parse_input_spec(text) for text in texts)
+
+
+@main.command("compile")
+@click.argument("model")
+@click.option("--target", "-t", required=True, help="Target name or YAML path (see `edgekit targets`).")
+@click.option("--recipe", "-r", default=None, help="Recipe name or YAML path (default: the target's).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npz or folder of .npy.")
+@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Evaluation data (default: --calib).")
+@click.option("--input", "inputs", multiple=True, help="Input spec name:DIMS:dtype, e.g. image:batchx3x32x32:float32.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Package folder or .zip.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--threads", type=int, default=None, help="Threads for the measurement after compiling.")
+@click.option("--bench-runs", type=int, default=50, show_default=True, help="Timed runs after compiling.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
+@click.option("--no-cache", is_flag=True, help="Run every step afresh.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
+                    cache_dir, no_cache, as_json) -> None:
+    """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package."""
+    from edgekit import compiler, console
+
+    specs = _input_specs(inputs)
+    if dry_run:
+        plan = compiler.plan(model, target, recipe, specs)
+        console.print_json(plan.describe()) if as_json else console.show_plan(plan)
+        return
+    output = output or Path("out") / f"{Path(model.split(':')[0]).stem}-{Path(target).stem}"
+    with console.StepDisplay(enabled=not as_json) as display:
+        result = compiler.compile(model, target, output, recipe, calib, eval_data, specs,
+                                  _cache_dir(no_cache, cache_dir), bench_runs, threads,
+                                  progress=display, instruments=(display,))
+    console.print_json(result.manifest) if as_json else console.show_compiled(result)
+
+
+@main.command("bench")
+@click.argument("packages", nargs=-1, required=True)
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=100, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_command(packages, threads, batch, runs, warmup, as_json) -> None:
+    """Measure packages side by side: load, first run, latency percentiles, throughput, memory, size."""
+    from edgekit import console
+    from edgekit.bench import bench
+
+    results = bench(list(packages), threads, batch, runs, warmup)
+    console.print_json(results) if as_json else console.show_bench(results)
+
+
+@main.command("inspect")
+@click.argument("model")
+@click.option("--input", "inputs", multiple=True, help="Input spec, as for compile.")
+@click.option("--json", "as_json", is_flag=True)
+def inspect_command(model, inputs, as_json) -> None:
+    """Show a model's format, inputs/outputs, parameters, operators, size and opset."""
+    from edgekit import console
+    from edgekit.inspection import inspect
+
+    summary = inspect(model, _input_specs(inputs))
+    console.print_json(summary) if as_json else console.show_inspect(summary)
+
+
+@main.command("targets")
+@click.option("--json", "as_json", is_flag=True)
+def targets_command(as_json) -> None:
+    """List the built-in targets and whether this machine can run each."""
+    from edgekit import console
+    from edgekit.target import all_targets
+
+    rows = [{**t.to_dict(), "precisions": list(t.precisions), "description": t.description,
+             "unavailable": t.availability()} for t in all_targets()]
+    console.print_json(rows) if as_json else console.show_targets(rows)
+
+
+@main.command("recipes")
+@click.option("--json", "as_json", is_flag=True)
+def recipes_command(as_json) -> None:
+    """List the built-in recipes and their steps."""
+    from edgekit import console
+    from edgekit.catalog import builtin_names
+    from edgekit.recipe import load_recipe
+
+    rows = [load_recipe(name).to_dict() | {"description": load_recipe(name).description} for name in builtin_names("recipes")]
+    console.print_json(rows) if as_json else console.show_recipes(rows)
+
+
+@main.command("demo")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per package.")
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def demo_command(output, runs, threads, as_json) -> None:
+    """Train the digits CNN, compile it for every CPU target available here, bench, print the table."""
+    from edgekit import console
+    from edgekit.demo import run_demo
+
+    with console.StepDisplay(enabled=not as_json) as display:
+        rows = run_demo(output, runs, threads, _cache_dir(False, None), display)
+    console.print_json(rows) if as_json else console.show_demo(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""`compile`: ingest → plan → run passes → package → evaluate and bench → commit, all or nothing."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.data import Dataset, load_data, synthetic_data
+from edgekit.errors import FidelityError
+from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
+from edgekit.ingest import ingest
+from edgekit.model import Model
+from edgekit.package import SCHEMA_VERSION, Staging, file_entries
+from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
+from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
+from edgekit.pipeline import plan as make_plan
+from edgekit.recipe import load_recipe
+from edgekit.spec import TensorSpec
+from edgekit.target import load_target
+
+log = logging.getLogger("edgekit")
+SYNTHETIC_SAMPLES = 32
+FIDELITY_FEEDS = 8
+
+
+@dataclass
+class CompileResult:
+    package: Path
+    plan: Plan
+    records: list[StepRecord]
+    manifest: dict[str, Any]
+
+
+def plan(source: str | Path, target: str | Path, recipe: str | Path | None = None,
+         inputs: tuple[TensorSpec, ...] = ()) -> Plan:
+    """The steps `compile` would run (conversions inserted), without running them."""
+    chosen_target = load_target(target)
+    chosen_recipe = load_recipe(recipe or chosen_target.default_recipe)
+    return make_plan(ingest(source, inputs), chosen_recipe, chosen_target)
+
+
+def compile(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | None = None,
+            calib: str | Path | None = None, eval: str | Path | None = None,
+            inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
+            threads: int | None = None, progress: Progress | None = None,
+            instruments: tuple[Instrument, ...] = ()) -> CompileResult:
+    """Compile `source` for `target` into the package folder (or .zip) `output`.
+
+    Nothing is left at `output` unless every step, the evaluation and the tolerance check pass.
+    """
+    chosen_target = load_target(target)
+    chosen_recipe = load_recipe(recipe or chosen_target.default_recipe)
+    unavailable = chosen_target.availability()
+    if unavailable:
+        log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
+                    chosen_target.name, unavailable)
+    model = ingest(source, inputs)
+    the_plan = make_plan(model, chosen_recipe, chosen_target)
+    calibration = load_data(calib, model.inputs) if calib else None
+    evaluation = load_data(eval, model.inputs) if eval else calibration
+    needs_calibration = any(get_pass(s.step.pass_name).uses_calibration for s in the_plan.steps)
+    if calibration is None and needs_calibration:
+        calibration = synthetic_data(model.inputs, SYNTHETIC_SAMPLES)
+    if evaluation is None:
+        evaluation = calibration or synthetic_data(model.inputs, SYNTHETIC_SAMPLES, seed=1)
+    work_dir = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
+    try:
+        with Staging(output) as staging:
+            ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress())
+            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS))), *instruments)
+            final, records = run(the_plan, model, ctx, cache_dir, checks)
+            manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
+            _place_files(final, staging.root, manifest)
+            staging.write_manifest(manifest)
+            if unavailable is None:
+                manifest["metrics"] = _measure(model, staging.root, evaluation, chosen_recipe, bench_runs, threads)
+                manifest["metrics"]["bench"]["package"] = str(output)
+                staging.write_manifest(manifest)
+                check = manifest["metrics"]["verdict"]
+                if not check["ok"]:
+                    raise FidelityError(
+                        f"{check['metric']} dropped by {check['drop']:.4f} (from {check['reference']} to "
+                        f"{check['value']:.4f}), over the recipe's max_drop {check['limit']}: no package written"
+                    )
+            path = staging.commit()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return CompileResult(path, the_plan, records, manifest)
+
+
+def _place_files(model: Model, root: Path, manifest: dict) -> None:
+    placed = []
+    for path in model.files:
+        shutil.copy2(path, root / path.name)
+        placed.append(root / path.name)
+    manifest["files"] = file_entries(root, placed)
+
+
+def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs: int, threads: int | None) -> dict:
+    from edgekit.bench.harness import measure
+    from edgekit.runtime import load
+
+    feeds = list(evaluation.feeds())
+    session = load(root, threads=threads)
+    reference = collect(runner_for(source, threads), feeds)
+    candidate = collect(lambda feed: list(session.run(feed).values()), feeds)
+    fidelity = compare(reference, candidate, evaluation.labels)
+    fidelity["data"] = evaluation.origin
+    return {
+        "fidelity": fidelity,
+        "verdict": verdict(fidelity, recipe.evaluation).to_dict(),
+        "bench": measure(root, threads=threads, runs=bench_runs, warmup=max(bench_runs // 10, 1)),
+    }
+
+
+def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRecord],
+              calibration: Dataset | None, evaluation: Dataset) -> dict:
+    target = the_plan.target
+    return {
+        "schema": SCHEMA_VERSION,
+        "edgekit": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": target.to_dict(),
+        "runtime": target.runtime,
+        "format": final.format.value,
+        "precision": final.meta.get("precision", the_plan.recipe.precision),
+        "files": [],
+        "inputs": [s.to_dict() for s in final.inputs],
+        "outputs": [s.to_dict() for s in final.outputs],
+        "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
+        "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
+                   **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
+        "provenance": {
+            "source": source.meta.get("source"), "source_hash": source.meta.get("source_hash"),
+            "source_format": source.format.value, "exporter": final.meta.get("exporter"),
+            "export_fallback_reason": final.meta.get("export_fallback_reason"),
+            "versions": library_versions(),
+        },
+        "data": {
+            "calibration": calibration.statistics() if calibration else None,
+            "calibration_origin": calibration.origin if calibration else None,
+            "evaluation": evaluation.statistics(),
+            "evaluation_origin": evaluation.origin,
+        },
+        "metrics": {},
+    }
+

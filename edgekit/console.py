@@ -1,0 +1,186 @@
+"""Rendering for the CLI: logging, step progress, and tables (rich, on stderr for progress)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+WIDE = 160  # when output is a pipe or file, do not squeeze tables into 80 columns
+out = Console(width=None if Console().is_terminal else WIDE)
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else WIDE)
+
+
+def setup_logging(level: int) -> None:
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("edgekit")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+class StepDisplay:
+    """A progress line per pipeline step (spinner, bar for counted work, time, 'cached')."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                 console=err, disable=not enabled or not err.is_terminal)
+        self.enabled = enabled
+        self.task = None
+
+    def __enter__(self) -> StepDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    # Instrument
+    def before_step(self, step, model) -> None:
+        label = step.step.pass_name + (" (inserted)" if step.origin != "recipe" else "")
+        self.task = self.progress.add_task(label, total=None)
+
+    def after_step(self, step, before, after, record) -> None:
+        note = "cached" if record.cached else f"{record.seconds:.1f}s"
+        if self.task is not None:
+            self.progress.update(self.task, total=1, completed=1,
+                                 description=f"{step.step.pass_name} [dim]({note})[/dim]")
+        if self.enabled and not err.is_terminal:
+            err.print(f"  {step.step.pass_name:<18} {step.origin:<9} {note}", highlight=False)
+
+    # Progress (work inside a step)
+    def start(self, label: str, total: int | None) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(label, total=total)
+        else:
+            self.progress.update(self.task, total=total, completed=0)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+    def finish(self, note: str = "") -> None:
+        pass
+
+
+def show_plan(plan) -> None:
+    table = Table(title=f"plan: {plan.source_format.value} → {plan.target.name} ({plan.recipe.name})")
+    for column in ("#", "pass", "from → to", "origin", "why"):
+        table.add_column(column)
+    for index, step in enumerate(plan.steps, 1):
+        origin = f"[yellow]{step.origin}[/yellow]" if step.origin == "inserted" else step.origin
+        table.add_row(str(index), step.step.pass_name, f"{step.accepts.value} → {step.produces.value}", origin, step.reason)
+    out.print(table)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.2f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
+
+
+def show_compiled(result) -> None:
+    manifest = result.manifest
+    cached = sum(1 for r in result.records if r.cached)
+    out.print(f"[bold green]package[/bold green] {result.package}  "
+              f"({manifest['target']['name']}, {manifest['precision']}, "
+              f"{_size(sum(f['bytes'] for f in manifest['files']))}); "
+              f"{cached}/{len(result.records)} steps from cache")
+    metrics = manifest.get("metrics") or {}
+    if not metrics:
+        out.print("[yellow]not measured: the target cannot run on this machine[/yellow]")
+        return
+    fidelity, bench, verdict = metrics["fidelity"], metrics["bench"], metrics["verdict"]
+    parts = [f"cosine {fidelity['cosine_mean']:.6f} (min {fidelity['cosine_min']:.6f})",
+             f"max abs {fidelity['max_abs']:.2e}"]
+    if "top1_agreement" in fidelity:
+        parts.append(f"top-1 agreement {fidelity['top1_agreement']:.4f}")
+    if "accuracy" in fidelity:
+        parts.append(f"accuracy {fidelity['accuracy']:.4f} (source {fidelity['reference_accuracy']:.4f})")
+    out.print(f"fidelity on {fidelity['samples']} samples of {fidelity['data']}: " + ", ".join(parts))
+    out.print(f"{verdict['metric']} drop {verdict['drop']:.4g} (limit {verdict['limit']})")
+    show_bench([bench])
+
+
+def show_bench(results: list[dict]) -> None:
+    table = Table(title="edgekit bench")
+    for column in ("package", "target", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",
+                   "p99 ms", "mean ms", "throughput/s", "peak RSS MB"):
+        table.add_column(column, justify="left" if column in ("package", "target", "precision") else "right")
+    for r in results:
+        lat = r["latency_ms"]
+        table.add_row(r["package"], r["target"], r["precision"], _size(r["file_bytes"]), _ms(r["load_ms"]),
+                      _ms(r["first_run_ms"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
+                      f"{r['throughput_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}")
+    out.print(table)
+    out.print(conditions_line(results[0]["conditions"]) if results else "")
+
+
+def conditions_line(conditions: dict) -> str:
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in conditions["input_shapes"].items())
+    return (f"conditions: threads {conditions['threads']}, batch {conditions['batch']}, {conditions['warmup']} warm-up + "
+            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}), "
+            f"{conditions.get('runtime_version', '')}")
+
+
+def show_inspect(summary: dict) -> None:
+    out.print(f"[bold]{summary['source']}[/bold]  format {summary['format']}"
+              + (f", {_size(summary['size_bytes'])}" if summary.get("size_bytes") else "")
+              + (f", {summary['parameters']:,} parameters" if "parameters" in summary else "")
+              + (f", opset {summary['opset']}" if "opset" in summary else ""))
+    table = Table()
+    for column in ("io", "name", "shape", "dtype"):
+        table.add_column(column)
+    for kind in ("inputs", "outputs"):
+        for spec in summary[kind]:
+            table.add_row(kind[:-1], spec["name"], "x".join(map(str, spec["shape"])), spec["dtype"])
+    out.print(table)
+    if summary.get("operators"):
+        out.print("operators: " + ", ".join(f"{op} {n}" for op, n in summary["operators"].items()))
+
+
+def show_targets(rows: list[dict]) -> None:
+    table = Table(title="targets")
+    for column in ("name", "device", "runtime", "format", "precisions", "here"):
+        table.add_column(column)
+    for row in rows:
+        here = "[green]available[/green]" if row["unavailable"] is None else f"[red]no[/red]: {row['unavailable']}"
+        table.add_row(row["name"], row["device"], row["runtime"], row["format"], ", ".join(row["precisions"]), here)
+    out.print(table)
+
+
+def show_recipes(rows: list[dict]) -> None:
+    table = Table(title="recipes")
+    for column in ("name", "precision", "steps", "description"):
+        table.add_column(column)
+    for row in rows:
+        steps = " → ".join(step["pass"] for step in row["steps"])
+        table.add_row(row["name"], row["precision"], steps, row["description"].strip())
+    out.print(table)
+
+
+def show_demo(rows: list[dict]) -> None:
+    table = Table(title="edgekit demo: digits CNN (scikit-learn digits, held-out split)")
+    for column in ("target", "precision", "recipe", "size", "p50 ms", "mean ms", "accuracy", "source acc.", "top-1 agree"):
+        table.add_column(column, justify="left" if column in ("target", "precision", "recipe") else "right")
+    for row in rows:
+        table.add_row(row["target"], row["precision"], row["recipe"], _size(row["file_bytes"]), _ms(row["p50_ms"]),
+                      _ms(row["mean_ms"]), f"{row['accuracy']:.4f}", f"{row['reference_accuracy']:.4f}",
+                      f"{row['top1_agreement']:.4f}")
+    out.print(table)
+    if rows:
+        out.print(conditions_line(rows[0]["conditions"]))

@@ -1,0 +1,41 @@
+"""The one error hierarchy: the CLI catches EdgekitError and prints its message on one line."""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base of every error edgekit raises on purpose."""
+
+
+class UserError(EdgekitError):
+    """A mistake in what the user gave: a path, a model, a recipe field, data."""
+
+
+class MissingBackend(EdgekitError):
+    """An optional package is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        self.package = package
+        self.extra = extra
+        why = f" (needed for {purpose})" if purpose else ""
+        super().__init__(
+            f"{package} is not installed{why}: pip install 'edgekit[{extra}]'"
+        )
+
+
+class UnsupportedOnTarget(EdgekitError):
+    """The model, recipe or precision cannot reach or run on the chosen target."""
+
+
+class FidelityError(EdgekitError):
+    """The compiled model drifted from the source model beyond the tolerance."""
+
+
+class PassFailed(EdgekitError):
+    """A pass raised something unexpected; names the step and keeps the cause."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {first_line}")

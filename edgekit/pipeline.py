@@ -1,0 +1,224 @@
+"""Plan a recipe for a model and target (type-check, insert conversions), then run it with caching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from edgekit import __version__
+from edgekit.digest import data_sha256
+from edgekit.errors import EdgekitError, PassFailed, UnsupportedOnTarget
+from edgekit.model import Format, Model
+from edgekit.passes.base import Context, Pass, conversions, get_pass
+from edgekit.recipe import Recipe, Step
+from edgekit.schema import to_dict
+from edgekit.spec import TensorSpec
+from edgekit.target import Target
+
+Origin = Literal["recipe", "inserted", "lowering"]
+VERSIONED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "nncf",
+                       "litert-torch", "executorch", "torch-pruning", "neural-compressor")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    step: Step
+    origin: Origin
+    accepts: Format
+    produces: Format
+    reason: str = ""
+
+    def describe(self) -> dict:
+        return {"pass": self.step.pass_name, "origin": self.origin, "from": self.accepts.value,
+                "to": self.produces.value, "config": to_dict(self.step.config), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    source_format: Format
+    target: Target
+    recipe: Recipe
+    steps: tuple[PlannedStep, ...]
+
+    def describe(self) -> list[dict]:
+        return [step.describe() for step in self.steps]
+
+
+def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
+    """Check every step's formats, insert conversions, and enforce the target's constraints."""
+    if recipe.precision not in target.precisions:
+        raise UnsupportedOnTarget(
+            f"target {target.name} does not support precision {recipe.precision} "
+            f"(recipe {recipe.name}); it supports {', '.join(target.precisions)}"
+        )
+    if target.constraints.static_shapes:
+        _require_static(model.inputs, target)
+    steps: list[PlannedStep] = []
+    current = model.format
+    recipe_passes = {step.pass_name for step in recipe.steps}
+    lowering = [step for step in target.lowering if step.pass_name not in recipe_passes]
+    for origin, step in [("recipe", s) for s in recipe.steps] + [("lowering", s) for s in lowering]:
+        chosen = get_pass(step.pass_name)
+        if current not in chosen.accepts:
+            wanted = ", ".join(sorted(f.value for f in chosen.accepts))
+            where = (f"step '{step.pass_name}' of recipe {recipe.name}" if origin == "recipe"
+                     else f"lowering step '{step.pass_name}' of target {target.name}")
+            steps += _conversion_steps(current, chosen.accepts, f"{where} takes {wanted}")
+            current = steps[-1].produces
+        steps.append(PlannedStep(step, origin, current, chosen.produces))
+        current = chosen.produces
+    if current is not target.format:
+        steps += _conversion_steps(current, frozenset({target.format}), f"target {target.name} runs {target.format.value}")
+    return Plan(model.format, target, recipe, tuple(steps))
+
+
+def _require_static(inputs: tuple[TensorSpec, ...], target: Target) -> None:
+    for spec in inputs:
+        symbolic = [d for d in spec.shape if isinstance(d, str)]
+        if symbolic:
+            fixed = "x".join(str(d) if isinstance(d, int) else "1" for d in spec.shape)
+            raise UnsupportedOnTarget(
+                f"target {target.name} needs static shapes, but input '{spec.name}' has symbolic dim "
+                f"'{symbolic[0]}'; fix it with --input {spec.name}:{fixed}:{spec.dtype}"
+            )
+
+
+def _conversion_steps(start: Format, goals: frozenset[Format], why: str) -> list[PlannedStep]:
+    """The shortest chain of conversion passes from `start` to any format in `goals`."""
+    edges: list[Pass] = conversions()
+    queue: deque[tuple[Format, list[Pass]]] = deque([(start, [])])
+    seen = {start}
+    while queue:
+        current, path = queue.popleft()
+        if current in goals:
+            steps, fmt = [], start
+            for conversion in path:
+                config = conversion.Config()
+                steps.append(PlannedStep(Step(conversion.name, config), "inserted", fmt, conversion.produces, why))
+                fmt = conversion.produces
+            return steps
+        for conversion in edges:
+            if current in conversion.accepts and conversion.produces not in seen:
+                seen.add(conversion.produces)
+                queue.append((conversion.produces, path + [conversion]))
+    goal_text = " or ".join(sorted(f.value for f in goals))
+    raise UnsupportedOnTarget(f"{why}, but no conversion leads from {start.value} to {goal_text}")
+
+
+@dataclass
+class StepRecord:
+    """What happened in one step: for the progress display and the manifest."""
+
+    pass_name: str
+    origin: Origin
+    seconds: float
+    cached: bool
+    cache_key: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Instrument(Protocol):
+    """Hooks around each step (timing display, fidelity checks …), as TVM's PassInstrument."""
+
+    def before_step(self, step: PlannedStep, model: Model) -> None: ...
+    def after_step(self, step: PlannedStep, before: Model, after: Model, record: StepRecord) -> None: ...
+
+
+def library_versions() -> dict[str, str]:
+    found = {"edgekit": __version__}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def cache_key(model: Model, step: PlannedStep, chosen: Pass, ctx: Context) -> str:
+    calibration = ctx.calibration.content_hash() if chosen.uses_calibration and ctx.calibration else None
+    return data_sha256({
+        "input": model.content_hash, "pass": chosen.name, "version": chosen.version,
+        "config": to_dict(step.step.config), "calibration": calibration, "libraries": library_versions(),
+        "inputs": [s.to_dict() for s in model.inputs],
+    })
+
+
+def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
+        instruments: tuple[Instrument, ...] = ()) -> tuple[Model, list[StepRecord]]:
+    """Execute the plan. File-format outputs are cached by content; a hit skips the pass."""
+    records = []
+    for step in plan_to_run.steps:
+        chosen = get_pass(step.step.pass_name)
+        for instrument in instruments:
+            instrument.before_step(step, model)
+        started = time.perf_counter()
+        key = cache_key(model, step, chosen, ctx) if cache_dir else None
+        result = _from_cache(cache_dir / key) if key and cache_dir else None
+        cached = result is not None
+        if result is None:
+            provenance = {"pass": chosen.name, "version": chosen.version, "origin": step.origin,
+                          "config": to_dict(step.step.config)}
+            result = _run_step(chosen, step, model, ctx)
+            result = result.derive(meta={"passes": [*model.meta.get("passes", []), provenance]})
+            if result.format.in_memory and key:
+                result = result.derive(meta={"content_hash": key})
+            elif key and cache_dir:
+                result = _to_cache(cache_dir / key, result)
+        record = StepRecord(chosen.name, step.origin, time.perf_counter() - started, cached, key)
+        for instrument in instruments:
+            instrument.after_step(step, model, result, record)
+        records.append(record)
+        model = result
+    return model, records
+
+
+def _run_step(chosen: Pass, step: PlannedStep, model: Model, ctx: Context) -> Model:
+    step_ctx = Context(Path(tempfile.mkdtemp(prefix=f"{chosen.name}-", dir=ctx.work_dir)), ctx.target,
+                       ctx.calibration, ctx.evaluation, ctx.logger, ctx.progress)
+    try:
+        return chosen.run(model, step.step.config, step_ctx)
+    except EdgekitError:
+        raise
+    except Exception as error:
+        raise PassFailed(chosen.name, error) from error
+
+
+def _model_record(model: Model, root: Path) -> dict:
+    return {"format": model.format.value, "files": [p.relative_to(root).as_posix() for p in model.files],
+            "inputs": [s.to_dict() for s in model.inputs], "outputs": [s.to_dict() for s in model.outputs],
+            "meta": model.meta}
+
+
+def _to_cache(entry: Path, model: Model) -> Model:
+    """Move the step's files into the cache entry (atomically) and return the model pointing there."""
+    partial = entry.with_name(entry.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    moved = []
+    for path in model.files:
+        shutil.copy2(path, partial / path.name)
+        moved.append(partial / path.name)
+    cached = model.derive(files=tuple(entry / p.name for p in moved))
+    (partial / "model.json").write_text(json.dumps(_model_record(cached.derive(files=tuple(moved)), partial)))
+    shutil.rmtree(entry, ignore_errors=True)
+    partial.rename(entry)
+    return cached
+
+
+def _from_cache(entry: Path) -> Model | None:
+    record_path = entry / "model.json"
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    files = tuple(entry / name for name in record["files"])
+    if not all(path.is_file() for path in files):
+        return None
+    return Model(Format(record["format"]), tuple(TensorSpec.from_dict(s) for s in record["inputs"]),
+                 tuple(TensorSpec.from_dict(s) for s in record["outputs"]), files=files, meta=record["meta"])

@@ -1,0 +1,84 @@
+"""Recipes: YAML lists of pass steps with optional evaluate/tolerance sections, validated up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekit.catalog import read_yaml, resolve
+from edgekit.errors import UserError
+from edgekit.passes.base import get_pass
+from edgekit.schema import build, did_you_mean, to_dict
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One pass invocation: its name and validated Config."""
+
+    pass_name: str
+    config: Any
+
+    def to_dict(self) -> dict:
+        return {"pass": self.pass_name, "with": to_dict(self.config)}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """How to score a compiled model against its source: the metric and the allowed drop."""
+
+    metric: Literal["auto", "top1", "cosine", "mse", "max_abs"] = "auto"
+    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
+    relative: bool = False  # max_drop as a fraction of the reference value
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    name: str
+    steps: tuple[Step, ...]
+    precision: str = "fp32"
+    description: str = ""
+    evaluation: Evaluation = Evaluation()
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "source": self.source, "precision": self.precision,
+            "steps": [step.to_dict() for step in self.steps], "evaluate": to_dict(self.evaluation),
+        }
+
+
+RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate")
+
+
+def parse_step(raw: Any, where: str) -> Step:
+    """`{pass: NAME, with: {...}}` (or the parameters beside `pass`) → a validated Step."""
+    if not isinstance(raw, dict) or "pass" not in raw:
+        raise UserError(f"{where}: expected a mapping with 'pass', got {raw!r}")
+    name = raw["pass"]
+    params = raw.get("with", {k: v for k, v in raw.items() if k != "pass"})
+    if "with" in raw and len(raw) > 2:
+        extra = [k for k in raw if k not in ("pass", "with")]
+        raise UserError(f"{where}: put parameters under 'with', not beside it: {', '.join(extra)}")
+    try:
+        selected = get_pass(str(name))
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+    return Step(selected.name, build(selected.Config, params, f"{where} ({name})"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    path = resolve("recipes", name_or_path)
+    data = read_yaml(path, "recipes")
+    for key in data:
+        if key not in RECIPE_KEYS:
+            raise UserError(f"recipe {path}: unknown field '{key}'{did_you_mean(key, RECIPE_KEYS)}")
+    raw_steps = data.get("steps") or []
+    if not isinstance(raw_steps, list):
+        raise UserError(f"recipe {path}: 'steps' must be a list")
+    steps = tuple(parse_step(raw, f"recipe {path}, step {i + 1}") for i, raw in enumerate(raw_steps))
+    precision = data.get("precision", "fp32")
+    if not isinstance(precision, str):
+        raise UserError(f"recipe {path}: 'precision' must be a string such as fp32 or int8")
+    evaluation = build(Evaluation, data.get("evaluate"), f"recipe {path}, evaluate")
+    return Recipe(str(data.get("name", path.stem)), steps, precision, str(data.get("description", "")), evaluation, str(path))

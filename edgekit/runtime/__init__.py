@@ -1,0 +1,47 @@
+"""The embeddable runtime: `load(package)` → Session. Imports numpy and one backend, never torch."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UserError
+from edgekit.package import read_package
+from edgekit.runtime.session import Session
+from edgekit.spec import TensorSpec
+
+# runtime name → "module:SessionClass"; each module also defines probe(options), PACKAGE and EXTRA
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "edgekit.runtime.onnxruntime:OrtSession",
+}
+
+__all__ = ["BACKENDS", "Session", "backend_module", "load", "open_model"]
+
+
+def load(path: str | Path, threads: int | None = None, verify: bool = True) -> Session:
+    """Open the package at `path` (folder or .zip) with the backend its manifest names."""
+    package = read_package(path, verify=verify)
+    manifest = package.manifest
+    files = tuple(package.root / entry["path"] for entry in manifest["files"])
+    return open_model(
+        manifest["runtime"], files,
+        tuple(TensorSpec.from_dict(s) for s in manifest["inputs"]),
+        tuple(TensorSpec.from_dict(s) for s in manifest["outputs"]),
+        manifest["target"].get("options", {}), threads,
+    )
+
+
+def open_model(runtime: str, files: tuple[Path, ...], inputs: tuple[TensorSpec, ...],
+               outputs: tuple[TensorSpec, ...], options: dict[str, Any] | None = None,
+               threads: int | None = None) -> Session:
+    """A Session over model files without a package (used for references and benchmarks)."""
+    session_class = getattr(backend_module(runtime), BACKENDS[runtime].partition(":")[2])
+    return session_class(files, inputs, outputs, options or {}, threads)
+
+
+def backend_module(runtime: str):
+    """The module of a runtime backend (cheap: backends import their runtime lazily)."""
+    if runtime not in BACKENDS:
+        raise UserError(f"unknown runtime '{runtime}' (known: {', '.join(BACKENDS)})")
+    return importlib.import_module(BACKENDS[runtime].partition(":")[0])

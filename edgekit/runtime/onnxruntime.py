@@ -1,0 +1,67 @@
+"""ONNX Runtime backend (CPU by default; CUDA / TensorRT execution providers by options)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.errors import MissingBackend, UnsupportedOnTarget
+from edgekit.runtime.session import Session
+
+PACKAGE = "onnxruntime"
+EXTRA = "onnx"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingBackend(PACKAGE, EXTRA, "ONNX Runtime packages") from None
+    return onnxruntime
+
+
+def probe(options: dict) -> str | None:
+    """None when every provider the options ask for is available here, else why not."""
+    try:
+        ort = _ort()
+    except MissingBackend as missing:
+        return str(missing)
+    wanted = options.get("providers", ["CPUExecutionProvider"])
+    present = ort.get_available_providers()
+    absent = [p for p in wanted if p not in present]
+    if absent:
+        return (f"{', '.join(absent)} not in this onnxruntime ({', '.join(present)}); "
+                f"install onnxruntime-gpu on a machine with an NVIDIA GPU: pip install 'edgekit[ort-cuda]'")
+    return None
+
+
+class OrtSession(Session):
+    """InferenceSession.run is thread-safe, so concurrent `run` calls share one session."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, files, inputs, outputs, options, threads) -> None:
+        super().__init__(files, inputs, outputs, options, threads)
+        ort = _ort()
+        why = probe(self.options)
+        if why:
+            raise UnsupportedOnTarget(why)
+        session_options = ort.SessionOptions()
+        if threads:
+            session_options.intra_op_num_threads = threads
+            session_options.inter_op_num_threads = 1
+        level = self.options.get("graph_optimization_level", "all")
+        session_options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        providers = self.options.get("providers", ["CPUExecutionProvider"])
+        provider_options = self.options.get("provider_options")
+        self._session = ort.InferenceSession(str(files[0]), session_options, providers=providers,
+                                             provider_options=provider_options)
+        self._output_names = [o.name for o in self._session.get_outputs()]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, values))

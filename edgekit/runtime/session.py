@@ -1,0 +1,59 @@
+"""The Session every runtime backend implements: io specs, checked feeds, thread-safe run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UserError
+from edgekit.spec import TensorSpec
+
+
+class Session:
+    """Runs one model. Backends implement `_run`; `run` checks the feeds first.
+
+    `run` may be called from several threads at once: each backend makes that safe.
+    """
+
+    runtime: str = ""
+
+    def __init__(self, files: tuple[Path, ...], inputs: tuple[TensorSpec, ...],
+                 outputs: tuple[TensorSpec, ...], options: Mapping[str, Any], threads: int | None) -> None:
+        self.files = files
+        self.inputs = inputs
+        self.outputs = outputs
+        self.options = dict(options)
+        self.threads = threads
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for `feeds` (input name → array)."""
+        self.check(feeds)
+        return self._run({spec.name: np.ascontiguousarray(feeds[spec.name]) for spec in self.inputs})
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def check(self, feeds: Mapping[str, Any]) -> None:
+        """Raise UserError naming the input when a feed is missing, unknown, or of the wrong dtype or shape."""
+        expected = [spec.name for spec in self.inputs]
+        missing = [name for name in expected if name not in feeds]
+        unknown = [name for name in feeds if name not in expected]
+        if missing or unknown:
+            parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
+            raise UserError(f"feeds: {'; '.join(p for p in parts if p)} (the model takes {', '.join(expected)})")
+        sizes: dict[str, tuple[str, int]] = {}
+        for spec in self.inputs:
+            value = feeds[spec.name]
+            if not isinstance(value, np.ndarray):
+                raise UserError(f"input '{spec.name}': expected a numpy array, got {type(value).__name__}")
+            why = spec.mismatch(value.shape, value.dtype)
+            if why:
+                raise UserError(f"input '{spec.name}': {why}")
+            for dim, size in zip(spec.shape, value.shape):
+                if isinstance(dim, str):
+                    first = sizes.setdefault(dim, (spec.name, size))
+                    if first[1] != size:
+                        raise UserError(f"input '{spec.name}': dim '{dim}' is {size} but {first[0]} gave it {first[1]}")

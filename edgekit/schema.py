@@ -1,0 +1,112 @@
+"""Check a mapping from YAML against a frozen dataclass's type hints, with did-you-mean errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, TypeVar
+
+from edgekit.errors import UserError
+
+T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
+    """Instantiate dataclass `cls` from `values`, checking every key and type.
+
+    A field's `metadata` may hold `range=(low, high)` (inclusive) for numbers.
+    `where` names the place for messages, e.g. "recipe int8.yaml, step 2 (quantize-static)".
+    """
+    values = dict(values or {})
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a mapping of parameters, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            raise UserError(
+                f"{where}: unknown parameter '{key}'{did_you_mean(key, fields)}; "
+                f"known: {', '.join(fields) or 'none'}"
+            )
+    checked = {}
+    for key, value in values.items():
+        checked[key] = _coerce(value, hints[key], f"{where}: parameter '{key}'")
+        bounds = fields[key].metadata.get("range")
+        if bounds and not (bounds[0] <= checked[key] <= bounds[1]):
+            raise UserError(f"{where}: parameter '{key}' = {value} is outside [{bounds[0]}, {bounds[1]}]")
+    return cls(**checked)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            return _fail(where, value, f"one of {choices}" + did_you_mean(str(value), map(str, args)))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except UserError as error:
+                errors.append(str(error))
+        return _fail(where, value, " or ".join(_type_name(a) for a in args))
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return _fail(where, value, f"a list of {_type_name(args[0]) if args else 'values'}")
+        item_hint = args[0] if args else Any
+        items = [_coerce(item, item_hint, f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            return _fail(where, value, "a mapping")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            return _fail(where, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return _fail(where, value, "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _fail(where, value, "a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            return _fail(where, value, "a string")
+        return value
+    raise TypeError(f"{where}: unsupported type hint {hint!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _fail(where: str, value: Any, expected: str) -> Any:
+    raise UserError(f"{where} = {value!r} ({type(value).__name__}); expected {expected}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain data for manifests and cache keys (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}

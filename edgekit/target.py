@@ -1,0 +1,87 @@
+"""Targets: YAML descriptions of a device + runtime + format, and whether this machine can run them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekit.catalog import builtin_names, read_yaml, resolve
+from edgekit.errors import UserError
+from edgekit.model import Format
+from edgekit.recipe import Step, parse_step
+from edgekit.runtime import BACKENDS, backend_module
+from edgekit.schema import build, did_you_mean
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    static_shapes: bool = False
+    opset_min: int = 7
+    opset_max: int = 23
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    device: str
+    runtime: str
+    format: Format
+    precisions: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    constraints: Constraints = Constraints()
+    lowering: tuple[Step, ...] = ()
+    default_recipe: str = "fp32"
+    recipes: dict[str, str] = field(default_factory=dict)  # precision → the recipe that gives it best here
+    description: str = ""
+    source: str = ""
+
+    def availability(self) -> str | None:
+        """None when this machine can run the target, else why not and what would fix it."""
+        return backend_module(self.runtime).probe(self.options)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "device": self.device, "runtime": self.runtime,
+                "format": self.format.value, "options": self.options, "source": self.source}
+
+
+TARGET_KEYS = ("name", "description", "device", "runtime", "format", "precisions", "options",
+               "constraints", "lowering", "default_recipe", "recipes")
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    path = resolve("targets", name_or_path)
+    data = read_yaml(path, "targets")
+    where = f"target {path}"
+    for key in data:
+        if key not in TARGET_KEYS:
+            raise UserError(f"{where}: unknown field '{key}'{did_you_mean(key, TARGET_KEYS)}")
+    for key in ("device", "runtime", "format", "precisions"):
+        if key not in data:
+            raise UserError(f"{where}: missing field '{key}'")
+    device = build(_Device, {"device": data["device"]}, where).device
+    if data["runtime"] not in BACKENDS:
+        raise UserError(f"{where}: unknown runtime '{data['runtime']}'{did_you_mean(str(data['runtime']), BACKENDS)}")
+    try:
+        target_format = Format(data["format"])
+    except ValueError:
+        formats = [f.value for f in Format]
+        raise UserError(f"{where}: unknown format '{data['format']}'{did_you_mean(str(data['format']), formats)}") from None
+    lowering = tuple(parse_step(raw, f"{where}, lowering {i + 1}") for i, raw in enumerate(data.get("lowering") or []))
+    return Target(
+        name=str(data.get("name", path.stem)), device=device, runtime=data["runtime"], format=target_format,
+        precisions=tuple(data["precisions"]), options=dict(data.get("options") or {}),
+        constraints=build(Constraints, data.get("constraints"), f"{where}, constraints"),
+        lowering=lowering, default_recipe=str(data.get("default_recipe", "fp32")),
+        recipes={str(k): str(v) for k, v in (data.get("recipes") or {}).items()},
+        description=str(data.get("description", "")), source=str(path),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    device: Literal["cpu", "gpu", "npu", "mobile"]
+
+
+def all_targets() -> list[Target]:
+    return [load_target(name) for name in builtin_names("targets")]

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models on disk (factory file, ONNX), data files, an isolated cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+MODELS = TESTS / "models.py"
+sys.path.insert(0, str(TESTS))
+
+CNN_INPUT = "image:batchx1x8x8:float32"
+MLP_INPUT = "features:batchx16:float32"
+
+
+@pytest.fixture(scope="session")
+def cnn_source() -> str:
+    """`file.py:factory` of the tiny CNN (input image [batch,1,8,8], 4 classes)."""
+    return f"{MODELS}:tiny_cnn"
+
+
+@pytest.fixture(scope="session")
+def mlp_source() -> str:
+    return f"{MODELS}:tiny_mlp"
+
+
+@pytest.fixture(scope="session")
+def cnn_data(tmp_path_factory) -> Path:
+    """64 seeded samples for the tiny CNN with labels (the source model's own predictions)."""
+    import torch
+    from models import tiny_cnn
+
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+    module, _ = tiny_cnn()
+    with torch.no_grad():
+        labels = module(torch.from_numpy(images)).argmax(dim=1).numpy()
+    path = folder / "cnn.npz"
+    np.savez(path, image=images, labels=labels)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory) -> Path:
+    """The tiny CNN exported once to ONNX with a symbolic batch dim."""
+    import torch
+    from models import tiny_cnn
+
+    module, _ = tiny_cnn()
+    path = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
+    torch.onnx.export(module, (torch.randn(2, 1, 8, 8),), str(path), dynamo=True, input_names=["image"],
+                      output_names=["logits"], dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
+                      external_data=False)
+    return path
+
+
+@pytest.fixture()
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

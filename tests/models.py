@@ -1,0 +1,59 @@
+"""Tiny seeded models for tests: build them in a test, never download."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv-BN-ReLU ×2 with a residual add, global pool, linear head: 1x8x8 → 4 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(image)))
+        x = torch.relu(self.bn2(self.conv2(x)) + x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class TinyMLP(nn.Module):
+    """Two Linear layers over a feature vector [batch, 16] → [batch, 4]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 4)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(features)))
+
+
+def seeded(module_class: type[nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    module = module_class().eval()
+    with torch.no_grad():  # non-trivial BN statistics so folding is exercised
+        for layer in module.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+    return module
+
+
+def tiny_cnn():
+    """Factory for `tests/models.py:tiny_cnn`."""
+    return seeded(TinyCNN), (torch.randn(1, 1, 8, 8),)
+
+
+def tiny_mlp():
+    return seeded(TinyMLP), (torch.randn(1, 16),)
+
+
+def broken_factory():
+    raise RuntimeError("weights file is gone")
