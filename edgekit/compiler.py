@@ -20,9 +20,9 @@ from edgekit.package import SCHEMA_VERSION, Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
 from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
 from edgekit.pipeline import plan as make_plan
-from edgekit.recipe import load_recipe
+from edgekit.recipe import Recipe, load_recipe
 from edgekit.spec import TensorSpec
-from edgekit.target import load_target
+from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
 SYNTHETIC_SAMPLES = 32
@@ -37,11 +37,17 @@ class CompileResult:
     manifest: dict[str, Any]
 
 
+def recipe_for(target: Target, recipe: str | Path | None) -> Recipe:
+    """The recipe a name means on this target: a precision (`int8`) picks the target's own recipe for it."""
+    name = str(recipe or target.default_recipe)
+    return load_recipe(target.recipes.get(name, name))
+
+
 def plan(source: str | Path, target: str | Path, recipe: str | Path | None = None,
          inputs: tuple[TensorSpec, ...] = ()) -> Plan:
     """The steps `compile` would run (conversions inserted), without running them."""
     chosen_target = load_target(target)
-    chosen_recipe = load_recipe(recipe or chosen_target.default_recipe)
+    chosen_recipe = recipe_for(chosen_target, recipe)
     return make_plan(ingest(source, inputs), chosen_recipe, chosen_target)
 
 
@@ -55,7 +61,7 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     Nothing is left at `output` unless every step, the evaluation and the tolerance check pass.
     """
     chosen_target = load_target(target)
-    chosen_recipe = load_recipe(recipe or chosen_target.default_recipe)
+    chosen_recipe = recipe_for(chosen_target, recipe)
     unavailable = chosen_target.availability()
     if unavailable:
         log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
