@@ -14,7 +14,7 @@ from edgekit.recipe import Evaluation
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 # which runtime backend runs a model file of each format
-RUNTIME_OF_FORMAT = {Format.ONNX: "onnxruntime"}
+RUNTIME_OF_FORMAT = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}
 
 
 def runner_for(model: Model, threads: int | None = None) -> Runner:

@@ -17,6 +17,7 @@ READERS: dict[str, str] = {
     ".pth": "edgekit.ingest.torch:read_torchscript",
     ".ts": "edgekit.ingest.torch:read_torchscript",
     ".ptl": "edgekit.ingest.torch:read_torchscript",
+    ".xml": "edgekit.ingest.openvino:read_openvino",
 }
 
 

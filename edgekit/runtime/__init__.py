@@ -14,6 +14,7 @@ from edgekit.spec import TensorSpec
 # runtime name → "module:SessionClass"; each module also defines probe(options), PACKAGE and EXTRA
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgekit.runtime.onnxruntime:OrtSession",
+    "openvino": "edgekit.runtime.openvino:OpenvinoSession",
 }
 
 __all__ = ["BACKENDS", "Session", "backend_module", "load", "open_model"]

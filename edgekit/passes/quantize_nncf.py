@@ -1,0 +1,206 @@
+"""quantize-nncf (int8 weights + activations, optional accuracy control) and compress-weights-nncf (weight-only)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from edgekit.errors import FidelityError, MissingBackend, UserError
+from edgekit.model import Format, Model
+from edgekit.passes.base import Context, Pass, muted_logs
+from edgekit.passes.openvino import ir_result, read_ir, save_ir
+from edgekit.schema import did_you_mean
+
+TARGET_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+
+
+def _nncf():
+    try:
+        import nncf
+    except ImportError:
+        raise MissingBackend("nncf", "openvino", "NNCF quantization") from None
+    return nncf
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF logs through its logger and draws rich progress bars on stdout: keep both out of edgekit's output."""
+    with muted_logs("nncf"), redirect_stdout(io.StringIO()):
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeNncfConfig:
+    preset: Literal["performance", "mixed"] = "performance"  # mixed: asymmetric activations (for ELU/GELU/Swish nets)
+    model_type: Literal["none", "transformer"] = "none"  # transformer: keeps LayerNorm/Softmax paths accurate
+    fast_bias_correction: bool = True  # False: the slower, more accurate BiasCorrection
+    subset_size: int = field(default=300, metadata={"range": (1, 100_000)})
+    target_device: Literal["auto", "any", "cpu", "gpu", "npu"] = "auto"  # auto: the target's device
+    ignored_names: tuple[str, ...] = ()  # node (friendly) names kept in float
+    ignored_types: tuple[str, ...] = ()  # OpenVINO op types kept in float, e.g. MatMul
+    # accuracy control: when set, revert the most harmful quantized ops to float until the drop fits
+    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1.0)})
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    metric: Literal["auto", "top1", "cosine"] = "auto"  # auto: top1 for [batch, classes] outputs, else cosine
+
+
+class QuantizeNncf(Pass):
+    name = "quantize-nncf"
+    accepts = frozenset({Format.OPENVINO})
+    produces = Format.OPENVINO
+    Config = QuantizeNncfConfig
+    uses_calibration = True
+
+    def run(self, model: Model, config: QuantizeNncfConfig, ctx: Context) -> Model:
+        nncf = _nncf()
+        if ctx.calibration is None:
+            raise UserError("quantize-nncf needs calibration data: give --calib DATA")
+        calibration = ctx.calibration.head(config.subset_size)
+        params = dict(
+            preset=nncf.QuantizationPreset(config.preset), subset_size=len(calibration),
+            fast_bias_correction=config.fast_bias_correction,
+            model_type=nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
+            target_device=nncf.TargetDevice(_device(config.target_device, ctx)),
+            ignored_scope=_ignored_scope(nncf, read_ir(model), config.ignored_names, config.ignored_types),
+        )
+        ctx.progress.start("quantizing (NNCF)", None)
+        with _quiet():
+            quantized = nncf.quantize(read_ir(model), nncf.Dataset(list(calibration.feeds())), **params)
+            report = None
+            if config.max_drop is not None:
+                quantized, report = _control_accuracy(nncf, model, quantized, params, config, ctx)
+        ctx.progress.finish()
+        files = save_ir(quantized, ctx.step_dir("quantize-nncf"))
+        return ir_result(model, files, precision="int8", **({"float_fallback": report} if report else {}))
+
+
+def _device(choice: str, ctx: Context) -> str:
+    if choice != "auto":
+        return choice.upper()
+    if ctx.target is None:
+        return "ANY"
+    return TARGET_DEVICES.get(ctx.target.device, "ANY")
+
+
+def _ignored_scope(nncf, ov_model, names: tuple[str, ...], types: tuple[str, ...]):
+    """NNCF's IgnoredScope, after checking every name and type exists in the model."""
+    if not names and not types:
+        return None
+    ops = ov_model.get_ordered_ops()
+    known_names = {op.get_friendly_name() for op in ops}
+    known_types = {op.get_type_name() for op in ops}
+    for name in names:
+        if name not in known_names:
+            raise UserError(f"ignored_names: no node named '{name}' in the model{did_you_mean(name, known_names)}")
+    for kind in types:
+        if kind not in known_types:
+            raise UserError(f"ignored_types: no {kind} op in the model{did_you_mean(kind, known_types)}; "
+                            f"it has {', '.join(sorted(known_types))}")
+    return nncf.IgnoredScope(names=list(names), types=list(types))
+
+
+def quantized_ops(ov_model) -> set[str]:
+    """Friendly names of the ops fed by a FakeQuantize (the ones that run in int8)."""
+    return {op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() != "FakeQuantize"
+            and any(value.get_node().get_type_name() == "FakeQuantize" for value in op.input_values())}
+
+
+Score = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _scorer(metric: str, reference: list[np.ndarray], labels) -> tuple[str, Score, list[np.ndarray]]:
+    """The metric's name, a per-sample score (higher is better) and each sample's target."""
+    if metric == "auto":
+        metric = "top1" if reference[0].ndim == 2 and reference[0].shape[1] > 1 else "cosine"
+    if metric == "cosine":
+        def cosine(output: np.ndarray, target: np.ndarray) -> float:
+            got, want = output.reshape(len(output), -1), target.reshape(len(target), -1)
+            norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+            return float(np.mean((got * want).sum(axis=1) / np.maximum(norms, 1e-30)))
+        return metric, cosine, reference
+    targets = [np.asarray(label).reshape(-1) for label in labels] if labels is not None else [
+        ref.argmax(axis=1) for ref in reference]
+    return metric, lambda output, target: float(np.mean(output.argmax(axis=1) == target)), targets
+
+
+def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], config: QuantizeNncfConfig,
+                      ctx: Context) -> tuple[Any, dict]:
+    """Keep `quantized` if its drop fits `max_drop`; else NNCF's accuracy control reverts ops to float."""
+    from edgekit.runtime.openvino import core
+
+    evaluation = ctx.evaluation or ctx.calibration
+    feeds = list(evaluation.feeds())
+    float_model = core().compile_model(read_ir(model), "CPU")
+    reference = [float_model(feed)[0] for feed in feeds]
+    metric, score, targets = _scorer(config.metric, reference, evaluation.labels)
+    items = list(zip(feeds, targets))
+
+    def validate(compiled, data) -> tuple[float, list[float]]:
+        values = [score(compiled(feed)[0], target) for feed, target in data]
+        return float(np.mean(values)), values
+
+    def drop(value: float) -> float:
+        lost = base - value
+        return lost / abs(base) if config.drop_type == "relative" and base else lost
+
+    base = validate(float_model, items)[0]
+    first = validate(core().compile_model(quantized, "CPU"), items)[0]
+    report = {"metric": metric, "reference": base, "int8": first, "max_drop": config.max_drop,
+              "drop_type": config.drop_type, "float_nodes": []}
+    if drop(first) <= config.max_drop:
+        return quantized, {**report, "final": first}
+    ctx.logger.info("quantize-nncf: %s dropped by %.4f (over %s); reverting the most harmful ops to float",
+                    metric, drop(first), config.max_drop)
+    restored = nncf.quantize_with_accuracy_control(
+        read_ir(model), nncf.Dataset(list(ctx.calibration.head(params["subset_size"]).feeds())),
+        nncf.Dataset(items), validation_fn=validate, max_drop=config.max_drop,
+        drop_type=nncf.DropType(config.drop_type), **params)
+    final = validate(core().compile_model(restored, "CPU"), items)[0]
+    reverted = sorted(quantized_ops(quantized) - quantized_ops(restored))
+    if drop(final) > config.max_drop:
+        raise FidelityError(
+            f"quantize-nncf: even with {len(reverted)} ops back in float, {metric} dropped by {drop(final):.4f} "
+            f"(from {base:.4f} to {final:.4f}), over max_drop {config.max_drop}; this model does not take int8 well"
+        )
+    ctx.logger.info("quantize-nncf: kept in float %s; %s %.4f → %.4f (float %.4f)", ", ".join(reverted) or "nothing",
+                    metric, first, final, base)
+    return restored, {**report, "final": final, "float_nodes": reverted}
+
+
+@dataclass(frozen=True, slots=True)
+class CompressWeightsNncfConfig:
+    mode: Literal["int8_asym", "int8_sym", "int4_sym", "int4_asym"] = "int8_asym"
+    ratio: float = field(default=1.0, metadata={"range": (0.0, 1.0)})  # int4: share of weights in int4, the rest int8
+    group_size: int = field(default=128, metadata={"range": (-1, 4096)})  # int4: weights per scale; -1 per channel
+    all_layers: bool = False  # int4: also the embeddings and last layer (kept int8 by default)
+    ignored_names: tuple[str, ...] = ()
+    ignored_types: tuple[str, ...] = ()
+
+
+class CompressWeightsNncf(Pass):
+    """Weight-only compression: weights stored in int8/int4, decompressed on the fly; activations stay float."""
+
+    name = "compress-weights-nncf"
+    accepts = frozenset({Format.OPENVINO})
+    produces = Format.OPENVINO
+    Config = CompressWeightsNncfConfig
+
+    def run(self, model: Model, config: CompressWeightsNncfConfig, ctx: Context) -> Model:
+        nncf = _nncf()
+        if config.group_size == 0:
+            raise UserError("compress-weights-nncf: group_size 0 is invalid; use -1 (per channel) or a positive size")
+        ov_model = read_ir(model)
+        extra: dict[str, Any] = {}
+        if config.mode.startswith("int4"):
+            extra = {"ratio": config.ratio, "group_size": config.group_size, "all_layers": config.all_layers}
+        with _quiet():
+            compressed = nncf.compress_weights(
+                ov_model, mode=nncf.CompressWeightsMode(config.mode),
+                ignored_scope=_ignored_scope(nncf, ov_model, config.ignored_names, config.ignored_types), **extra)
+        files = save_ir(compressed, ctx.step_dir("compress-weights-nncf"))
+        return ir_result(model, files, precision=config.mode[:4])

@@ -1,0 +1,89 @@
+"""OpenVINO backend: an IR (.xml + .bin) compiled for the device the target names (CPU, GPU, NPU)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import MissingBackend, UnsupportedOnTarget
+from edgekit.runtime.session import Session
+
+PACKAGE = "openvino"
+EXTRA = "openvino"
+DEVICE_NEEDS = {
+    "GPU": "an Intel GPU (integrated or Arc) with its OpenCL/Level Zero driver",
+    "NPU": "an Intel NPU (Core Ultra) with the intel-npu-driver",
+}
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise MissingBackend(PACKAGE, EXTRA, "OpenVINO packages") from None
+    return openvino
+
+
+@functools.cache
+def core():
+    """One OpenVINO Core per process (it is thread-safe and slow-ish to create)."""
+    return _openvino().Core()
+
+
+def probe(options: dict) -> str | None:
+    """None when OpenVINO is installed and sees the device the options name, else why not."""
+    try:
+        devices = core().available_devices
+    except MissingBackend as missing:
+        return str(missing)
+    device = str(options.get("device", "CPU"))
+    wanted = device.split(":")[-1].split(",")[0]  # "AUTO:GPU,CPU" → GPU; "GPU.1" stays exact
+    if any(found == wanted or found.startswith(wanted + ".") for found in devices):
+        return None
+    needs = DEVICE_NEEDS.get(wanted.split(".")[0], f"a {wanted} device")
+    return f"OpenVINO sees no {wanted} device here (available: {', '.join(devices) or 'none'}); it needs {needs}"
+
+
+class OpenvinoSession(Session):
+    """One compiled model; each thread gets its own infer request, so concurrent `run` calls are safe."""
+
+    runtime = "openvino"
+
+    def __init__(self, files, inputs, outputs, options, threads) -> None:
+        super().__init__(files, inputs, outputs, options, threads)
+        why = probe(self.options)
+        if why:
+            raise UnsupportedOnTarget(why)
+        model = core().read_model(str(files[0]), str(files[1]) if len(files) > 1 else None)
+        _fit_shapes(model, inputs)
+        config: dict[str, Any] = dict(self.options.get("config") or {})
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = core().compile_model(model, str(self.options.get("device", "CPU")), config)
+        self._local = threading.local()
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        return request
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ordered = [feeds[spec.name] for spec in self.inputs]
+        result = self._request().infer(ordered, share_inputs=False, share_outputs=False)
+        return {spec.name: result[index] for index, spec in enumerate(self.outputs)}
+
+
+def _fit_shapes(model, inputs) -> None:
+    """Reshape the IR to the specs' static dims where it is dynamic (an NPU compiles static shapes only)."""
+    wanted = {}
+    for index, (port, spec) in enumerate(zip(model.inputs, inputs)):
+        shape = port.get_partial_shape()
+        dims = [d if isinstance(d, int) else -1 for d in spec.shape]
+        if shape.rank.is_static and len(shape) == len(dims) and any(d >= 0 and shape[i].is_dynamic for i, d in enumerate(dims)):
+            wanted[index] = dims
+    if wanted:
+        model.reshape(wanted)
