@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from edgekit.errors import FidelityError
+from edgekit.errors import FidelityError, UserError
 from edgekit.model import Format, Model
-from edgekit.recipe import Evaluation
+from edgekit.recipe import BUILTIN_METRICS, Evaluation
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+MetricFunction = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
 
 # which runtime backend runs a model file of each format
 RUNTIME_OF_FORMAT = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}
+RUNTIME_OF_FORMAT[Format.TENSORRT] = "tensorrt"
 
 
 def runner_for(model: Model, threads: int | None = None) -> Runner:
@@ -48,9 +55,51 @@ def collect(run: Runner, feeds: Iterable[dict[str, np.ndarray]]) -> list[list[np
     return [run(feed) for feed in feeds]
 
 
+def load_metric(spec: str, base: Path | None = None, where: str = "metric") -> tuple[str, MetricFunction]:
+    """A custom metric `file.py:function` (relative to the cwd, else to `base`) or `module:function`.
+
+    Returns the spec with the file made absolute, and the function.
+    """
+    location, _, name = spec.rpartition(":")
+    if not location or not name.isidentifier():
+        raise UserError(f"{where}: metric '{spec}' is not file.py:function or package.module:function")
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file() and base is not None and (base / path).is_file():
+            path = base / path
+        if not path.is_file():
+            raise UserError(f"{where}: metric file {location} not found")
+        path = path.resolve()
+        module = _module_from_file(str(path))
+        location = str(path)
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as error:
+            raise UserError(f"{where}: cannot import metric module '{location}': {error}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise UserError(f"{where}: {location} has no function '{name}'")
+    return f"{location}:{name}", function
+
+
+@functools.cache
+def _module_from_file(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"edgekit_metric_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as error:
+        raise UserError(f"metric file {path} failed to import: {type(error).__name__}: {error}") from None
+    return module
+
+
 def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            labels: np.ndarray | None = None) -> dict:
-    """Fidelity of `candidate` to `reference` (samples × outputs), on the first output; accuracy when labelled."""
+            labels: np.ndarray | None = None, metric: str = "auto") -> dict:
+    """Fidelity of `candidate` to `reference` (samples × outputs), on the first output; accuracy when labelled.
+
+    A custom `metric` (file.py:function) is also computed, on candidate and on the reference itself.
+    """
     ref = np.concatenate([_rows(sample[0]) for sample in reference])
     got = np.concatenate([_rows(sample[0]) for sample in candidate])
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
@@ -73,7 +122,28 @@ def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             flat = np.asarray(labels).reshape(-1)[: len(ref_top)]
             metrics["reference_accuracy"] = float((ref_top == flat).mean())
             metrics["accuracy"] = float((got_top == flat).mean())
+    if metric not in BUILTIN_METRICS:
+        function = load_metric(metric)[1]
+        ref_outputs, got_outputs = _by_output(reference), _by_output(candidate)
+        metrics["custom"] = {"metric": metric, "value": _call(function, metric, ref_outputs, got_outputs, labels),
+                             "reference": _call(function, metric, ref_outputs, ref_outputs, labels)}
     return metrics
+
+
+def _by_output(samples: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Samples × outputs → one array per output, samples joined along the batch axis."""
+    return [np.concatenate([np.atleast_1d(sample[i]) for sample in samples]) for i in range(len(samples[0]))]
+
+
+def _call(function: MetricFunction, name: str, reference: list[np.ndarray], candidate: list[np.ndarray],
+          labels: np.ndarray | None) -> float:
+    try:
+        value = float(function(reference, candidate, labels))
+    except Exception as error:
+        raise UserError(f"custom metric {name} failed: {type(error).__name__}: {error}") from None
+    if not np.isfinite(value):
+        raise UserError(f"custom metric {name} returned {value}; it must return a finite number")
+    return value
 
 
 def _rows(array: np.ndarray) -> np.ndarray:
@@ -84,6 +154,8 @@ def _rows(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Verdict:
+    """The value of the metric, the source's value, the drop (worse = positive) and the limit on it."""
+
     metric: str
     value: float
     reference: float | None
@@ -99,11 +171,17 @@ class Verdict:
                 "drop": self.drop, "limit": self.limit, "ok": self.ok}
 
 
+def resolve_metric(metrics: dict, metric: str) -> str:
+    """`auto` → top1 for classifier outputs (batch × classes), else cosine."""
+    if metric == "auto":
+        return "top1" if "top1_agreement" in metrics else "cosine"
+    return metric
+
+
 def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
     """The recipe's metric and how far the compiled model fell from the source on it."""
-    metric = evaluation.metric
-    if metric == "auto":
-        metric = "top1" if "top1_agreement" in metrics else "cosine"
+    metric = resolve_metric(metrics, evaluation.metric)
+    higher = True
     if metric == "top1":
         if "accuracy" in metrics:
             value, reference = metrics["accuracy"], metrics["reference_accuracy"]
@@ -111,9 +189,14 @@ def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
             value, reference = metrics.get("top1_agreement", 0.0), 1.0
     elif metric == "cosine":
         value, reference = metrics["cosine_mean"], 1.0
+    elif metric in ("mse", "max_abs"):
+        value, reference, higher = metrics[metric], 0.0, False
     else:
-        value, reference = metrics[metric], 0.0
-    drop = (reference - value) if metric in ("top1", "cosine") else value
+        if metrics.get("custom", {}).get("metric") != metric:
+            raise UserError(f"custom metric {metric} was not computed for these results")
+        value, reference = metrics["custom"]["value"], metrics["custom"]["reference"]
+        higher = evaluation.higher_is_better
+    drop = (reference - value) if higher else (value - reference)
     limit = evaluation.max_drop
     if limit is not None and evaluation.relative and reference:
         limit = limit * abs(reference)

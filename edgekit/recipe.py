@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from edgekit.catalog import read_yaml, resolve
 from edgekit.errors import UserError
@@ -23,13 +23,58 @@ class Step:
         return {"pass": self.pass_name, "with": to_dict(self.config)}
 
 
+BUILTIN_METRICS = ("auto", "top1", "cosine", "mse", "max_abs")
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """How to score a compiled model against its source: the metric and the allowed drop."""
+    """How to score a compiled model against its source: the metric, the allowed drop, the data.
 
-    metric: Literal["auto", "top1", "cosine", "mse", "max_abs"] = "auto"
+    `metric` is a built-in (auto: top1 for classifier outputs, else cosine) or a custom
+    `path/to/file.py:function` / `package.module:function` called as
+    `function(reference_outputs, candidate_outputs, labels) -> float`.
+    """
+
+    metric: str = "auto"
     max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
     relative: bool = False  # max_drop as a fraction of the reference value
+    higher_is_better: bool = True  # only read for a custom metric; built-ins know their direction
+    data: str | None = None  # evaluation data used when --eval is not given
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """The `tolerance:` section of a recipe, merged into its Evaluation."""
+
+    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
+    relative: bool = False
+
+
+def parse_evaluation(evaluate: object, tolerance: object, where: str, base: Path | None = None) -> Evaluation:
+    """The `evaluate:` and `tolerance:` sections → a checked Evaluation (custom metric importable, data found)."""
+    from edgekit.evaluate import load_metric
+
+    evaluation = build(Evaluation, evaluate, f"{where}, evaluate")  # type: ignore[arg-type]
+    if tolerance is not None:
+        bound = build(Tolerance, tolerance, f"{where}, tolerance")  # type: ignore[arg-type]
+        if evaluation.max_drop is not None and bound.max_drop is not None:
+            raise UserError(f"{where}: max_drop is given in both 'evaluate' and 'tolerance'; keep one")
+        evaluation = replace(evaluation, max_drop=evaluation.max_drop if bound.max_drop is None else bound.max_drop,
+                             relative=evaluation.relative or bound.relative)
+    metric = evaluation.metric
+    if metric not in BUILTIN_METRICS:
+        if ":" not in metric:
+            raise UserError(f"{where}, evaluate: unknown metric '{metric}'{did_you_mean(metric, BUILTIN_METRICS)}; "
+                            f"use one of {', '.join(BUILTIN_METRICS)} or a custom file.py:function / module:function")
+        evaluation = replace(evaluation, metric=load_metric(metric, base, where)[0])
+    if evaluation.data is not None:
+        data = Path(evaluation.data)
+        if not data.is_absolute() and base is not None and not data.exists():
+            data = base / data
+        if not data.exists():
+            raise UserError(f"{where}, evaluate: data {evaluation.data} not found")
+        evaluation = replace(evaluation, data=str(data))
+    return evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +93,7 @@ class Recipe:
         }
 
 
-RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate")
+RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate", "tolerance")
 
 
 def parse_step(raw: Any, where: str) -> Step:
@@ -80,5 +125,5 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     precision = data.get("precision", "fp32")
     if not isinstance(precision, str):
         raise UserError(f"recipe {path}: 'precision' must be a string such as fp32 or int8")
-    evaluation = build(Evaluation, data.get("evaluate"), f"recipe {path}, evaluate")
+    evaluation = parse_evaluation(data.get("evaluate"), data.get("tolerance"), f"recipe {path}", path.parent)
     return Recipe(str(data.get("name", path.stem)), steps, precision, str(data.get("description", "")), evaluation, str(path))

@@ -57,3 +57,35 @@ def tiny_mlp():
 
 def broken_factory():
     raise RuntimeError("weights file is gone")
+
+
+class OutlierMLP(nn.Module):
+    """features [batch,16] → 4, with one hidden channel ~1000x larger than the others.
+
+    fc1's row 0 is scaled up and fc2's column 0 scaled down by the same factor, so the float
+    function is an ordinary MLP, but the activation between them has an outlier channel: per-tensor
+    int8 quantization of fc2's input rounds the other 31 channels to a few levels and breaks it.
+    """
+
+    SCALE = 1000.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.fc3 = nn.Linear(32, 4)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.fc1(features))
+        return self.fc3(torch.relu(self.fc2(hidden)))
+
+
+def outlier_mlp():
+    """Factory for `tests/models.py:outlier_mlp`: plain static int8 misses cosine ≥ 0.99; fc2 in float fixes it."""
+    torch.manual_seed(0)
+    module = OutlierMLP().eval()
+    with torch.no_grad():
+        module.fc1.weight[0] *= OutlierMLP.SCALE
+        module.fc1.bias[0] = abs(module.fc1.bias[0]) * OutlierMLP.SCALE
+        module.fc2.weight[:, 0] /= OutlierMLP.SCALE
+    return module, (torch.randn(1, 16),)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from edgekit.digest import files_sha256
@@ -34,12 +36,20 @@ class QuantizeStaticConfig:
     activation_type: Literal["int8", "uint8"] = "int8"
     weight_type: Literal["int8", "uint8"] = "int8"
     reduce_range: bool = False
+    symmetric_activations: bool = False  # zero point 0 for activations, as TensorRT requires
     calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = field(default=99.999, metadata={"range": (90.0, 100.0)})
     calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
     op_types: tuple[str, ...] = ()  # empty: every op type ORT can quantize
     exclude_op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
+    # accuracy-aware fallback, off while max_drop is None: measured against the float model on the
+    # evaluation data (else the calibration data), reverting the most sensitive nodes to float
+    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
+    metric: Literal["auto", "top1", "cosine", "mse", "max_abs"] = "auto"
+    relative: bool = False
+    max_reverted: int | None = field(default=None, metadata={"range": (1, 100_000)})  # None: half the quantized nodes
+    eval_samples: int = field(default=64, metadata={"range": (1, 100_000)})
 
 
 def _quantization():
@@ -100,34 +110,58 @@ class QuantizeStatic(Pass):
     uses_calibration = True
 
     def run(self, model: Model, config: QuantizeStaticConfig, ctx: Context) -> Model:
-        q = _quantization()
         if ctx.calibration is None:
             raise UserError("quantize-static needs calibration data: give --calib DATA")
-        samples = ctx.calibration.head(config.calibration_samples)
-        out = ctx.step_dir("quantize-static") / "model.onnx"
-        ctx.progress.start("calibrating", len(samples))
-        method = {
-            "minmax": q.CalibrationMethod.MinMax,
-            "percentile": q.CalibrationMethod.Percentile,
-            "entropy": q.CalibrationMethod.Entropy,
-        }[config.calibrate_method]
-        extra = {"CalibPercentile": config.percentile} if config.calibrate_method == "percentile" else {}
-        with muted_logs("root"):
-            q.quantize_static(
-                str(model.path), str(out), _reader(samples, ctx),
-                quant_format=q.QuantFormat.QDQ if config.quant_format == "qdq" else q.QuantFormat.QOperator,
-                op_types_to_quantize=list(config.op_types) or None,
-                per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
-                activation_type=_quant_type(config.activation_type),
-                weight_type=_quant_type(config.weight_type),
-                nodes_to_exclude=_nodes_to_exclude(model, config.exclude_nodes, config.exclude_op_types),
-                use_external_data_format=len(model.files) > 1,
-                calibrate_method=method,
-                extra_options=extra,
-            )
-        ctx.progress.finish()
-        return _result(model, out)
+        excluded = _nodes_to_exclude(model, config.exclude_nodes, config.exclude_op_types)
+        attempts = itertools.count()
+
+        def quantize(revert, only) -> Path:
+            out = ctx.step_dir(f"quantize-static-{next(attempts)}") / "model.onnx"
+            _quantize_static(model, config, ctx, out, [*excluded, *revert], only)
+            return out
+
+        if config.max_drop is None:
+            return _result(model, quantize((), None))
+        from edgekit.passes.fallback import Scorer, within_tolerance
+        from edgekit.recipe import Evaluation
+
+        data = ctx.evaluation or ctx.calibration
+        scorer = Scorer.of(model, list(data.feeds(config.eval_samples)),
+                           None if data.labels is None else data.labels[: config.eval_samples],
+                           Evaluation(config.metric, config.max_drop, config.relative))
+        path, report = within_tolerance(model, quantize, scorer, config.max_reverted, ctx.logger)
+        return _result(model, path).derive(meta={"fallback": {**report, "data": data.origin}})
+
+
+def _quantize_static(model: Model, config: QuantizeStaticConfig, ctx: Context, out: Path,
+                     exclude: list[str], only) -> None:
+    """One call of ORT's quantize_static (calibrating on ctx.calibration) writing `out`."""
+    q = _quantization()
+    samples = ctx.calibration.head(config.calibration_samples)
+    ctx.progress.start("calibrating", len(samples))
+    method = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "percentile": q.CalibrationMethod.Percentile,
+        "entropy": q.CalibrationMethod.Entropy,
+    }[config.calibrate_method]
+    extra = {"CalibPercentile": config.percentile} if config.calibrate_method == "percentile" else {}
+    extra["ActivationSymmetric"] = config.symmetric_activations
+    with muted_logs("root"):
+        q.quantize_static(
+            str(model.path), str(out), _reader(samples, ctx),
+            quant_format=q.QuantFormat.QDQ if config.quant_format == "qdq" else q.QuantFormat.QOperator,
+            op_types_to_quantize=list(config.op_types) or None,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            activation_type=_quant_type(config.activation_type),
+            weight_type=_quant_type(config.weight_type),
+            nodes_to_quantize=list(only) if only else None,
+            nodes_to_exclude=exclude,
+            use_external_data_format=len(model.files) > 1,
+            calibrate_method=method,
+            extra_options=extra,
+        )
+    ctx.progress.finish()
 
 
 def _reader(samples, ctx: Context):
