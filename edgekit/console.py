@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -158,7 +159,7 @@ def show_targets(rows: list[dict]) -> None:
     for column in ("name", "device", "runtime", "format", "precisions", "here"):
         table.add_column(column)
     for row in rows:
-        here = "[green]available[/green]" if row["unavailable"] is None else f"[red]no[/red]: {row['unavailable']}"
+        here = "[green]available[/green]" if row["unavailable"] is None else f"[red]no[/red]: {escape(row['unavailable'])}"
         table.add_row(row["name"], row["device"], row["runtime"], row["format"], ", ".join(row["precisions"]), here)
     out.print(table)
 

@@ -83,6 +83,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "optimize-onnx": "edgekit.passes.optimize:OptimizeOnnx",
     "quantize-dynamic": "edgekit.passes.quantize_ort:QuantizeDynamic",
     "quantize-static": "edgekit.passes.quantize_ort:QuantizeStatic",
+    "build-tensorrt": "edgekit.passes.tensorrt:BuildTensorrt",
     "convert-openvino": "edgekit.passes.openvino:ConvertOpenvino",
     "compress-fp16-openvino": "edgekit.passes.openvino:CompressFp16Openvino",
     "quantize-nncf": "edgekit.passes.quantize_nncf:QuantizeNncf",

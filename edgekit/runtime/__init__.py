@@ -14,6 +14,7 @@ from edgekit.spec import TensorSpec
 # runtime name → "module:SessionClass"; each module also defines probe(options), PACKAGE and EXTRA
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgekit.runtime.onnxruntime:OrtSession",
+    "tensorrt": "edgekit.runtime.tensorrt:TensorrtSession",
     "openvino": "edgekit.runtime.openvino:OpenvinoSession",
 }
 

@@ -58,8 +58,16 @@ class OrtSession(Session):
         }[level]
         providers = self.options.get("providers", ["CPUExecutionProvider"])
         provider_options = self.options.get("provider_options")
+        if self.options.get("preload_dlls") and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn])
         self._session = ort.InferenceSession(str(files[0]), session_options, providers=providers,
                                              provider_options=provider_options)
+        dropped = [p for p in providers if p not in self._session.get_providers()]
+        if dropped:  # ORT falls back to the CPU silently when a provider fails to start
+            raise UnsupportedOnTarget(
+                f"onnxruntime could not start {', '.join(dropped)} (running on {', '.join(self._session.get_providers())}): "
+                "its CUDA, cuDNN or TensorRT libraries are missing or of another version (see onnxruntime's log above)"
+            )
         self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
