@@ -46,7 +46,7 @@ def cnn_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cnn_onnx(tmp_path_factory) -> Path:
-    """The tiny CNN exported once to ONNX with a symbolic batch dim."""
+    """The tiny CNN exported once to ONNX (unoptimized: BatchNorm still there) with a symbolic batch dim."""
     import torch
     from models import tiny_cnn
 
@@ -54,10 +54,32 @@ def cnn_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
     torch.onnx.export(module, (torch.randn(2, 1, 8, 8),), str(path), dynamo=True, input_names=["image"],
                       output_names=["logits"], dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
-                      external_data=False)
+                      external_data=False, optimize=False, verbose=False)
     return path
 
 
 @pytest.fixture()
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(autouse=True)
+def _restore_edgekit_logger():
+    """The CLI configures the `edgekit` logger; give each test the default one back."""
+    import logging
+
+    logger = logging.getLogger("edgekit")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+@pytest.fixture(scope="session")
+def cnn_package(tmp_path_factory, cnn_source, cnn_data) -> Path:
+    """An fp32 cpu-ort package of the tiny CNN (symbolic batch), built once."""
+    from edgekit.compiler import compile
+    from edgekit.spec import parse_input_spec
+
+    out = tmp_path_factory.mktemp("pkg") / "cnn-fp32"
+    compile(cnn_source, "cpu-ort", out, "fp32", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),), bench_runs=3)
+    return out

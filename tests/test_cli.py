@@ -1,0 +1,84 @@
+"""The CLI end to end: compile, bench, inspect, targets, recipes; user mistakes → one line, exit 1."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CNN_INPUT
+from edgekit.cli import main
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_compile_bench_inspect(cnn_source, cnn_data, tmp_path):
+    out = tmp_path / "pkg"
+    code, stdout, stderr = invoke("compile", cnn_source, "--target", "cpu-ort", "--recipe", "int8-static",
+                                  "--calib", cnn_data, "--eval", cnn_data, "--input", CNN_INPUT, "-o", out,
+                                  "--cache-dir", tmp_path / "cache", "--bench-runs", 3)
+    assert code == 0, stderr
+    assert f"package {out}" in stdout and "top-1 agreement" in stdout and "0/3 steps from cache" in stdout
+    assert (out / "manifest.json").is_file()
+    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--calib", cnn_data,
+                             "--eval", cnn_data, "--input", CNN_INPUT, "-o", out, "--cache-dir", tmp_path / "cache",
+                             "--bench-runs", 3)
+    assert code == 0 and "3/3 steps from cache" in stdout
+    code, stdout, _ = invoke("bench", out, "--runs", 5, "--warmup", 1, "--batch", 2, "--json")
+    assert code == 0
+    [row] = json.loads(stdout)
+    assert row["conditions"]["batch"] == 2 and row["conditions"]["input_shapes"] == {"image": [2, 1, 8, 8]}
+    assert row["precision"] == "int8" and row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+    code, stdout, _ = invoke("bench", out, out, "--runs", 3)
+    assert code == 0 and stdout.count("cpu-ort") == 2 and "conditions: threads" in stdout
+    code, stdout, _ = invoke("inspect", out / "model.onnx", "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["operators"]["QuantizeLinear"] > 0 and summary["opset"]["ai.onnx"] >= 13
+
+
+def test_dry_run_shows_inserted_steps(cnn_source):
+    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--input", CNN_INPUT,
+                             "--dry-run", "--json")
+    assert code == 0
+    assert [(s["pass"], s["origin"]) for s in json.loads(stdout)][0] == ("export-onnx", "inserted")
+
+
+def test_targets_and_recipes_listings():
+    code, stdout, _ = invoke("targets", "--json")
+    targets = {t["name"]: t for t in json.loads(stdout)}
+    assert code == 0 and targets["cpu-ort"]["unavailable"] is None
+    code, stdout, _ = invoke("recipes", "--json")
+    recipes = {r["name"]: r for r in json.loads(stdout)}
+    assert code == 0 and [s["pass"] for s in recipes["int8-static"]["steps"]] == ["optimize-onnx", "quantize-static"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compile", "missing.onnx", "-t", "cpu-ort"], "error: model not found: missing.onnx"),
+    (["compile", "{cnn}", "-t", "cpu-or", "--input", CNN_INPUT], "error: unknown target 'cpu-or' (did you mean 'cpu-ort'?)"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int9", "--input", CNN_INPUT], "error: unknown recipe 'int9'"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "--input", "image:1x3x8x8"], "error: the model failed on inputs image:1x3x8x8"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--calib", "{bad_data}"], "input 'image': dim 3 is 9"),
+    (["compile", "{broken}", "-t", "cpu-ort"], "broken_factory() raised RuntimeError: weights file is gone"),
+    (["bench", "{tmp}"], "is not an edgekit package"),
+    (["inspect", "{garbage}"], "is not a valid ONNX model"),
+])
+def test_user_mistakes_are_one_line_without_traceback(args, message, cnn_source, tmp_path):
+    import numpy as np
+
+    from conftest import MODELS
+
+    bad_data = tmp_path / "bad.npz"
+    np.savez(bad_data, image=np.zeros((4, 1, 8, 9), np.float32))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"garbage")
+    values = {"cnn": cnn_source, "bad_data": bad_data, "broken": f"{MODELS}:broken_factory", "tmp": tmp_path,
+              "garbage": garbage}
+    out = tmp_path / "never"
+    code, stdout, stderr = invoke(*[a.format(**values) for a in args], *(["-o", out] if args[0] == "compile" else []))
+    assert code == 1
+    assert message in stderr and "Traceback" not in stderr + stdout
+    assert len(stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]

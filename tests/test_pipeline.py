@@ -1,0 +1,82 @@
+"""The planner's inserted conversions and refusals, and the step cache."""
+
+import logging
+
+import pytest
+
+from edgekit.compiler import compile, plan
+from edgekit.errors import UnsupportedOnTarget, UserError
+from edgekit.spec import parse_input_spec
+
+CNN = (parse_input_spec("image:batchx1x8x8"),)
+
+
+def test_torch_source_gets_export_inserted_before_onnx_steps(cnn_source):
+    steps = plan(cnn_source, "cpu-ort", "int8-static", CNN).describe()
+    assert [(s["pass"], s["origin"]) for s in steps] == [
+        ("export-onnx", "inserted"), ("optimize-onnx", "recipe"), ("quantize-static", "recipe")]
+    assert "step 'optimize-onnx' of recipe int8-static takes onnx" in steps[0]["reason"]
+
+
+def test_onnx_source_needs_no_conversion_and_lowering_is_added(cnn_onnx):
+    steps = plan(cnn_onnx, "cpu-ort", "fp32").describe()
+    assert [(s["pass"], s["origin"]) for s in steps] == [("optimize-onnx", "lowering")]
+
+
+def test_precision_name_picks_the_targets_recipe(cnn_onnx):
+    assert plan(cnn_onnx, "cpu-ort", "int8").recipe.name == "int8-static"
+
+
+def test_unsupported_precision_lists_what_the_target_takes(cnn_onnx, tmp_path):
+    target = tmp_path / "fp32-only.yaml"
+    target.write_text("name: fp32-only\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n")
+    with pytest.raises(UnsupportedOnTarget, match="does not support precision int8 .*it supports fp32"):
+        plan(cnn_onnx, target, "int8-static")
+
+
+def test_static_shape_target_names_the_symbolic_dim_and_the_fix(cnn_onnx, tmp_path):
+    target = tmp_path / "static.yaml"
+    target.write_text("name: static\ndevice: npu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n"
+                      "constraints: {static_shapes: true}\n")
+    with pytest.raises(UnsupportedOnTarget, match=r"symbolic dim 'batch'; fix it with --input image:1x1x8x8:float32"):
+        plan(cnn_onnx, target, "fp32")
+    assert plan(cnn_onnx, target, "fp32", (parse_input_spec("image:1x1x8x8"),)).steps == ()
+
+
+def test_no_conversion_path_is_an_error(cnn_onnx, tmp_path):
+    recipe = tmp_path / "needs-torch.yaml"
+    recipe.write_text("steps:\n  - pass: export-onnx\n")
+    with pytest.raises(UnsupportedOnTarget, match="takes exported, torch, but no conversion leads from onnx"):
+        plan(cnn_onnx, "cpu-ort", recipe)
+
+
+def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path, cache_dir):
+    first = compile(cnn_source, "cpu-ort", tmp_path / "a", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    assert [r.cached for r in first.records] == [False, False, False]
+    second = compile(cnn_source, "cpu-ort", tmp_path / "b", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    assert [r.cached for r in second.records] == [True, True, True]
+    assert first.manifest["files"][0]["sha256"] == second.manifest["files"][0]["sha256"]
+    assert second.manifest["recipe"]["applied"] == first.manifest["recipe"]["applied"]
+
+
+def test_changed_config_or_calibration_misses_the_cache(cnn_source, cnn_data, tmp_path, cache_dir):
+    compile(cnn_source, "cpu-ort", tmp_path / "a", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    recipe = tmp_path / "entropy.yaml"
+    recipe.write_text("precision: int8\nsteps:\n  - pass: optimize-onnx\n  - pass: quantize-static\n"
+                      "    with: {calibrate_method: percentile}\n")
+    again = compile(cnn_source, "cpu-ort", tmp_path / "b", recipe, cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    assert [r.cached for r in again.records] == [True, True, False]
+
+
+def test_synthetic_calibration_warns(cnn_source, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        result = compile(cnn_source, "cpu-ort", tmp_path / "p", "int8-static", inputs=CNN, bench_runs=3)
+    assert "calibration and accuracy on random data are unreliable" in caplog.text
+    assert result.manifest["data"]["calibration_origin"] == "synthetic"
+
+
+def test_unknown_pass_in_recipe_names_file_step_and_suggestion(tmp_path, cnn_onnx):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("steps:\n  - pass: optimize-onnx\n  - pass: quantise-static\n")
+    with pytest.raises(UserError, match=r"typo.yaml, step 2: unknown pass 'quantise-static' \(did you mean 'quantize-static'\?\)"):
+        plan(cnn_onnx, "cpu-ort", recipe)
