@@ -37,6 +37,7 @@ class QuantizeStaticConfig:
     weight_type: Literal["int8", "uint8"] = "int8"
     reduce_range: bool = False
     symmetric_activations: bool = False  # zero point 0 for activations, as TensorRT requires
+    quantize_bias: bool = True  # int32 biases; TensorRT takes only int8 Q/DQ, so false there
     calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = field(default=99.999, metadata={"range": (90.0, 100.0)})
     calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
@@ -145,7 +146,7 @@ def _quantize_static(model: Model, config: QuantizeStaticConfig, ctx: Context, o
         "entropy": q.CalibrationMethod.Entropy,
     }[config.calibrate_method]
     extra = {"CalibPercentile": config.percentile} if config.calibrate_method == "percentile" else {}
-    extra["ActivationSymmetric"] = config.symmetric_activations
+    extra.update(ActivationSymmetric=config.symmetric_activations, QuantizeBias=config.quantize_bias)
     with muted_logs("root"):
         q.quantize_static(
             str(model.path), str(out), _reader(samples, ctx),

@@ -3,7 +3,7 @@
 Precision: fp32 by default (TF32 off, so outputs stay within 1e-3 of the source); `fp16: true` lets
 the builder pick fp16 kernels; a Q/DQ network (quantize-static with symmetric int8) is built with
 explicit quantization: TensorRT uses the Q/DQ scales, no calibrator. TensorRT 11 dropped the
-precision flags (strong typing only): there fp16 converts the ONNX graph to fp16 before parsing.
+precision flags (strong typing only): there an fp16 engine comes from an fp16 ONNX graph.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _DIM_RE = re.compile(r"^(?P<name>[^=]+)=(?P<min>\d+):(?P<opt>\d+):(?P<max>\d+)$"
 
 @dataclass(frozen=True, slots=True)
 class BuildTensorrtConfig:
-    fp16: bool = False  # let the builder choose fp16 kernels (TensorRT 11: convert the graph to fp16)
+    fp16: bool = False  # let the builder choose fp16 kernels (weak typing: TensorRT 10)
     strongly_typed: bool = False  # types come from the graph only (forced on TensorRT 11)
     tf32: bool = False  # TF32 for fp32 conv/matmul on Ampere+: faster, about 1e-3 relative error
     workspace_mb: int = field(default=1024, metadata={"range": (16, 1 << 20)})
@@ -56,18 +56,16 @@ class BuildTensorrt(Pass):
         out = ctx.step_dir("build-tensorrt") / "model.engine"
         logger = _logger(trt, ctx.logger)
         strongly_typed = config.strongly_typed or not hasattr(trt.BuilderFlag, "FP16")
-        source = model.path
         if strongly_typed and config.fp16:
-            if quantized:
-                ctx.logger.warning("build-tensorrt: fp16 is ignored for a Q/DQ network built strongly typed")
-            else:
-                source = _fp16_graph(graph, ctx.work_dir / "model-fp16.onnx")
+            why = "strongly_typed is set" if config.strongly_typed else f"TensorRT {trt.__version__} has no fp16 builder flag"
+            raise UserError(f"build-tensorrt: fp16 needs weak typing, but {why}; convert the graph to fp16 first "
+                            "(a convert-fp16 step before build-tensorrt) and build with fp16: false")
         builder = trt.Builder(logger)
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(source)):
-            raise UnsupportedOnTarget(_parser_failure(parser, source))
+        if not parser.parse_from_file(str(model.path)):
+            raise UnsupportedOnTarget(_parser_failure(parser, model.path))
         build_config = builder.create_builder_config()
         build_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
         build_config.builder_optimization_level = config.optimization_level
@@ -106,24 +104,23 @@ def _tensorrt():
 
 
 def explicit_quantization(graph) -> bool:
-    """Whether the graph holds Q/DQ nodes; TensorRT takes only symmetric int8 ones (zero point 0)."""
+    """Whether the graph holds Q/DQ nodes; TensorRT takes only int8 ones with zero point 0."""
+    from onnx import TensorProto, numpy_helper
+
     initializers = {init.name: init for init in graph.graph.initializer}
+    fix = ("TensorRT takes symmetric int8 Q/DQ only: quantize with quantize-static activation_type int8, "
+           "symmetric_activations true, quantize_bias false (the int8-tensorrt recipe)")
     quantized = False
     for node in graph.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         quantized = True
-        if len(node.input) < 3 or not node.input[2] or node.input[2] not in initializers:
-            continue
-        from onnx import TensorProto, numpy_helper
-
-        zero_point = initializers[node.input[2]]
-        if zero_point.data_type != TensorProto.INT8 or np.any(numpy_helper.to_array(zero_point) != 0):
-            raise UserError(
-                f"build-tensorrt: {node.op_type} node '{node.name}' has an asymmetric or uint8 zero point; TensorRT "
-                "takes symmetric int8 Q/DQ only: quantize with quantize-static activation_type int8, "
-                "weight_type int8, symmetric_activations true (the int8-tensorrt recipe)"
-            )
+        source = initializers.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and source is not None and source.data_type == TensorProto.INT32:
+            raise UserError(f"build-tensorrt: DequantizeLinear node '{node.name}' takes an int32 (bias) tensor; {fix}")
+        zero_point = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero_point is not None and (zero_point.data_type != TensorProto.INT8 or np.any(numpy_helper.to_array(zero_point))):
+            raise UserError(f"build-tensorrt: {node.op_type} node '{node.name}' has an asymmetric or uint8 zero point; {fix}")
     return quantized
 
 
@@ -175,15 +172,6 @@ def _parser_failure(parser, source: Path) -> str:
     where = f"{first.node_operator()} node '{first.node_name()}'" if first.node_name() else "the graph"
     return (f"TensorRT's ONNX parser rejected {source.name} ({parser.num_errors} error(s)); "
             f"first, at {where}: {first.desc()}")
-
-
-def _fp16_graph(graph, out: Path) -> Path:
-    """The graph with fp16 weights and compute, fp32 inputs and outputs (for strongly typed builds)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    onnx.save(convert_float_to_float16(graph, keep_io_types=True), str(out))
-    return out
 
 
 def _logger(trt, log: logging.Logger):
