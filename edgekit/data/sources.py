@@ -9,15 +9,24 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data.dataset import Dataset, fit_to_specs
+from edgekit.data.specfile import is_described, load_described
 from edgekit.errors import UserError
 from edgekit.spec import TensorSpec
 
 log = logging.getLogger("edgekit.data")
 LABELS = "labels"
+# tokenizer inputs whose only sensible synthetic value is a constant (ids out of range crash embeddings)
+CONSTANT_INPUTS = {"attention_mask": 1, "token_type_ids": 0}
 
 
-def load_data(path: str | Path, specs: tuple[TensorSpec, ...]) -> Dataset:
-    """Read `path` (.npz, or a folder of `<input>.npy` [+ `labels.npy`]) and fit it to `specs`."""
+def load_data(path: str | Path, specs: tuple[TensorSpec, ...], tokenizer: str | Path | None = None) -> Dataset:
+    """Read `path` (.npz, or a folder of `<input>.npy` [+ `labels.npy`]) and fit it to `specs`.
+
+    `images:FOLDER`, `text:FILE` and data spec files (.yaml/.json) go to edgekit.data.specfile;
+    text is tokenized with `tokenizer` (a Hugging Face folder) unless the spec names one.
+    """
+    if is_described(str(path)):
+        return load_described(str(path), specs, tokenizer)
     path = Path(path)
     if not path.exists():
         raise UserError(f"data not found: {path}")
@@ -57,7 +66,9 @@ def synthetic_data(specs: tuple[TensorSpec, ...], samples: int, seed: int = 0,
     for spec in specs:
         shape = (samples, *spec.concrete_shape(sizes))
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
+        if spec.name in CONSTANT_INPUTS and dtype.kind in "iu":
+            arrays[spec.name] = np.full(shape, CONSTANT_INPUTS[spec.name], dtype)
+        elif dtype.kind == "f":
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             arrays[spec.name] = rng.integers(0, 2, shape).astype(dtype)

@@ -32,6 +32,10 @@ def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = ()) -> Mode
     path = Path(text)
     if not path.exists():
         raise UserError(f"model not found: {path}")
+    if path.is_dir() and (path / "config.json").is_file():
+        from edgekit.ingest.hf import read_hf_folder
+
+        return read_hf_folder(path, input_specs)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         if path.suffix == ".py":
