@@ -89,3 +89,22 @@ def outlier_mlp():
         module.fc1.bias[0] = abs(module.fc1.bias[0]) * OutlierMLP.SCALE
         module.fc2.weight[:, 0] /= OutlierMLP.SCALE
     return module, (torch.randn(1, 16),)
+
+
+class TokenMLP(nn.Module):
+    """A transformer-style feed-forward block over tokens [batch, 8, 64] → [batch, 8, 64]: MatMul, GELU, LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(64, 128)
+        self.down = nn.Linear(128, 64)
+        self.norm = nn.LayerNorm(64)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(tokens + self.down(nn.functional.gelu(self.up(tokens))))
+
+
+def token_mlp():
+    """Factory for `tests/models.py:token_mlp` (3-D input, so Linear exports as MatMul + Add)."""
+    torch.manual_seed(0)
+    return TokenMLP().eval(), (torch.randn(1, 8, 64),)
