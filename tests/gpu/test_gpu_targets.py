@@ -114,13 +114,13 @@ def gpu_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check", run_gpu_checks.CHECKS, ids=[f"{t}-{p}" for t, p, *_ in run_gpu_checks.CHECKS])
-def test_gpu_compile_load_compare_bench(check, gpu_data):
+def test_gpu_compile_load_compare_bench(check, request):
     """The GPU checks themselves (each compiles and benches: tens of seconds on a GPU machine)."""
     target, precision, *bounds = check
     why = load_target(target).availability()
     if why:
         pytest.skip(why)
-    folder, data, images, logits = gpu_data
+    folder, data, images, logits = request.getfixturevalue("gpu_data")
     result = run_gpu_checks.run_check(target, precision, *bounds, folder, data, images, logits)
     if result.status == "SKIP":
         pytest.skip(result.detail)
