@@ -62,22 +62,6 @@ def make_data(folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     return path, images, logits
 
 
-def ort_fp16_files(folder: Path) -> tuple[str, str] | None:
-    """A gpu-ort-cuda target that allows fp16 and a convert-fp16 recipe, when that pass is registered."""
-    from edgekit.catalog import builtin_dir
-    from edgekit.passes.base import pass_names
-
-    if "convert-fp16" not in pass_names():
-        return None
-    target = folder / "gpu-ort-cuda-fp16.yaml"
-    text = (builtin_dir("targets") / "gpu-ort-cuda.yaml").read_text()
-    target.write_text(text.replace("precisions: [fp32, int8]", "precisions: [fp32, fp16, int8]"))
-    recipe = folder / "fp16-onnx.yaml"
-    recipe.write_text("name: fp16-onnx\nprecision: fp16\nsteps:\n  - pass: convert-fp16\n"
-                      "evaluate:\n  metric: cosine\n  max_drop: 0.001\n")
-    return str(target), str(recipe)
-
-
 def run_check(target: str, precision: str, max_rel: float | None, min_cosine: float, min_top1: float,
               folder: Path, data: Path, images: np.ndarray, logits: np.ndarray) -> Result:
     """Compile, load, compare, run batches and threads, bench: one Result."""
@@ -92,16 +76,10 @@ def run_check(target: str, precision: str, max_rel: float | None, min_cosine: fl
     why = load_target(target).availability()
     if why:
         return Result(name, "SKIP", why)
-    recipe: str = precision
-    if target == "gpu-ort-cuda" and precision == "fp16":
-        files = ort_fp16_files(folder)
-        if files is None:
-            return Result(name, "SKIP", "no fp16 pass for ONNX (convert-fp16) is registered")
-        target, recipe = files
     out = folder / name.replace(" ", "-")
     try:
         started = time.perf_counter()
-        compile(SOURCE, target, out, recipe, data, data, (parse_input_spec(INPUT),), bench_runs=20)
+        compile(SOURCE, target, out, precision, data, data, (parse_input_spec(INPUT),), bench_runs=20)
         compile_s = time.perf_counter() - started
         session = load(out)
 

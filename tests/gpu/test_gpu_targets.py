@@ -72,10 +72,13 @@ def test_plans_for_gpu_tensorrt(cnn_source):
     assert quantize["symmetric_activations"] and not quantize["quantize_bias"] and quantize["activation_type"] == "int8"
 
 
-def test_plan_for_gpu_ort_cuda_refuses_a_precision_it_lacks(cnn_onnx):
-    code, _, stderr = invoke("compile", cnn_onnx, "-t", "gpu-ort-cuda", "-r", "fp16-tensorrt", "--dry-run")
-    assert code == 1 and stderr.strip() == (
-        "error: target gpu-ort-cuda does not support precision fp16 (recipe fp16-tensorrt); it supports fp32, int8")
+@pytest.mark.parametrize(("recipe", "message"), [
+    ("int4-weights", "target gpu-ort-cuda does not support precision int4 (recipe int4-weights); it supports fp32, fp16, int8"),
+    ("fp16-tensorrt", "lowering step 'optimize-onnx' of target gpu-ort-cuda takes onnx, but no conversion leads from tensorrt to onnx"),
+])
+def test_plan_for_gpu_ort_cuda_refuses_what_cannot_reach_it(cnn_onnx, recipe, message):
+    code, _, stderr = invoke("compile", cnn_onnx, "-t", "gpu-ort-cuda", "-r", recipe, "--dry-run")
+    assert code == 1 and stderr.strip() == f"error: {message}"
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
