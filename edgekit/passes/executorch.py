@@ -1,0 +1,104 @@
+"""convert-executorch and quantize-executorch: PyTorch → ExecuTorch (.pte), delegated to XNNPACK.
+
+torch.export → to_edge_transform_and_lower(XnnpackPartitioner) → to_executorch. Symbolic dims
+are fixed to 1 (the package's specs say so): give other sizes with --input. quantize-executorch
+first quantizes with the PT2E XNNPACKQuantizer calibrated on the compile's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.digest import files_sha256
+from edgekit.errors import MissingBackend
+from edgekit.model import Format, Model
+from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
+from edgekit.passes.pt2e import calibrated, export_inputs, static_specs, torch_module
+from edgekit.spec import TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeExecutorchConfig:
+    per_channel: bool = True  # int8 weights per output channel (else per tensor)
+    calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
+
+
+def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Model:
+    """Export `module` with static shapes, lower it to XNNPACK, write the .pte and describe it."""
+    import torch
+
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise MissingBackend("executorch", "executorch", "converting PyTorch to .pte") from None
+    symbolic = sorted({d for spec in model.inputs for d in spec.shape if isinstance(d, str)})
+    if symbolic:
+        ctx.logger.info("ExecuTorch takes static shapes: symbolic dim(s) %s fixed to 1 (set them with --input)",
+                        ", ".join(symbolic))
+    with muted_logs("root", "torch.export", "executorch"):
+        program = torch.export.export(module, examples)
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    out.write_bytes(lowered.buffer)
+    return model.derive(format=Format.EXECUTORCH, files=(out,), module=None, example_inputs=None,
+                        inputs=static_specs(model.inputs), outputs=_output_specs(model, out),
+                        meta={"content_hash": files_sha256((out,)), "delegated": _delegated(lowered)})
+
+
+def _output_specs(model: Model, out: Path) -> tuple[TensorSpec, ...]:
+    """The source's output names and dtypes with the static shapes the program really gives."""
+    from edgekit.runtime.executorch import load_program, method_specs
+
+    own = method_specs(load_program(out))[1]
+    return tuple(TensorSpec(src.name, spec.shape, src.dtype) for src, spec in zip(model.outputs, own))
+
+
+def _delegated(lowered) -> dict[str, int]:
+    """How many calls the program makes to a delegate and to portable kernels (from its instructions)."""
+    counts = {"delegate_calls": 0, "kernel_calls": 0}
+    for plan in lowered.executorch_program.execution_plan:
+        for chain in plan.chains:
+            for instruction in chain.instructions:
+                kind = type(instruction.instr_args).__name__
+                if kind == "DelegateCall":
+                    counts["delegate_calls"] += 1
+                elif kind == "KernelCall":
+                    counts["kernel_calls"] += 1
+    return counts
+
+
+class ConvertExecutorch(Pass):
+    name = "convert-executorch"
+    accepts = frozenset({Format.TORCH, Format.EXPORTED})
+    produces = Format.EXECUTORCH
+    Config = NoConfig
+    tolerance = 1e-4
+    conversion = True
+
+    def run(self, model: Model, config: NoConfig, ctx: Context) -> Model:
+        examples, _ = export_inputs(model, dynamic=False)
+        return _lower(model, torch_module(model), examples, ctx.step_dir(self.name) / "model.pte", ctx)
+
+
+class QuantizeExecutorch(Pass):
+    name = "quantize-executorch"
+    accepts = frozenset({Format.TORCH, Format.EXPORTED})
+    produces = Format.EXECUTORCH
+    Config = QuantizeExecutorchConfig
+    uses_calibration = True
+
+    def run(self, model: Model, config: QuantizeExecutorchConfig, ctx: Context) -> Model:
+        try:
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+        except ImportError:
+            raise MissingBackend("executorch", "executorch", "quantizing for ExecuTorch") from None
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+        examples, _ = export_inputs(model, dynamic=False)
+        with muted_logs("root", "torch.export"):
+            quantized = calibrated(model, quantizer, examples, None, config.calibration_samples, ctx, self.name)
+        result = _lower(model, quantized, examples, ctx.step_dir(self.name) / "model.pte", ctx)
+        return result.derive(meta={"precision": "int8"})

@@ -1,0 +1,126 @@
+"""convert-tflite and quantize-tflite: PyTorch → LiteRT (.tflite) with litert-torch (no TensorFlow needed).
+
+quantize-tflite quantizes on the way: int8 through litert-torch's PT2E quantizer calibrated on the
+compile's data (int8 weights and activations; the model's inputs and outputs become int8 tensors,
+which the runtime quantizes and dequantizes with the model's own scales), or fp16 weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edgekit.digest import files_sha256
+from edgekit.errors import MissingBackend
+from edgekit.ingest.tflite import interpreter_specs
+from edgekit.model import Format, Model
+from edgekit.passes.base import Context, Pass, muted_logs
+from edgekit.passes.pt2e import calibrated, export_inputs, torch_module
+from edgekit.spec import TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertTfliteConfig:
+    dynamic_dims: bool = True  # keep symbolic dims (a batch) dynamic; False fixes each to 1
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeTfliteConfig:
+    mode: Literal["int8", "fp16"] = "int8"  # int8: weights and activations (static, calibrated); fp16: weights
+    per_channel: bool = True  # int8 weights per output channel (else per tensor)
+    calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
+    dynamic_dims: bool = True
+
+
+def _litert():
+    try:
+        import litert_torch
+    except ImportError:
+        raise MissingBackend("litert-torch", "tflite", "converting PyTorch to .tflite") from None
+    return litert_torch
+
+
+@contextlib.contextmanager
+def _quiet(litert_torch):
+    """litert-torch and ai-edge-quantizer print progress to stdout; keep it off edgekit's output."""
+    shown = litert_torch.config.show_progress
+    litert_torch.config.show_progress = False
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), muted_logs("root", "absl", "torch.export"):
+            yield
+    finally:
+        litert_torch.config.show_progress = shown
+
+
+def _convert(model: Model, module, dynamic: bool, out: Path, quant_config=None, examples=None, shapes=None) -> Model:
+    """Convert `module` (the model's, or a quantized version of it) and describe the file it wrote."""
+    litert_torch = _litert()
+    if examples is None:
+        examples, shapes = export_inputs(model, dynamic)
+    with _quiet(litert_torch):
+        litert_torch.convert(module, examples, dynamic_shapes=shapes, quant_config=quant_config).export(str(out))
+    inputs, outputs = _specs(model, out)
+    return model.derive(format=Format.TFLITE, files=(out,), module=None, example_inputs=None, inputs=inputs,
+                        outputs=outputs, meta={"content_hash": files_sha256((out,))})
+
+
+def _specs(model: Model, out: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The source's names and dtypes with the shapes the .tflite really takes.
+
+    A dim the model keeps dynamic (-1) keeps the source's symbolic name; a fixed one is that size.
+    Outputs keep the source's shapes while an input is dynamic (LiteRT reports output shapes
+    of the example batch then), else take the model's own.
+    """
+    own_inputs, own_outputs = interpreter_specs(out)
+    inputs = tuple(
+        TensorSpec(src.name, tuple(s if isinstance(o, str) else o for s, o in zip(src.shape, own.shape)), src.dtype)
+        for src, own in zip(model.inputs, own_inputs)
+    )
+    if all(spec.is_static for spec in inputs):
+        outputs = tuple(TensorSpec(src.name, own.shape, src.dtype) for src, own in zip(model.outputs, own_outputs))
+    else:
+        outputs = model.outputs
+    return inputs, outputs
+
+
+class ConvertTflite(Pass):
+    name = "convert-tflite"
+    accepts = frozenset({Format.TORCH, Format.EXPORTED})
+    produces = Format.TFLITE
+    Config = ConvertTfliteConfig
+    tolerance = 1e-4
+    conversion = True
+
+    def run(self, model: Model, config: ConvertTfliteConfig, ctx: Context) -> Model:
+        out = ctx.step_dir("convert-tflite") / "model.tflite"
+        return _convert(model, torch_module(model), config.dynamic_dims, out)
+
+
+class QuantizeTflite(Pass):
+    name = "quantize-tflite"
+    accepts = frozenset({Format.TORCH, Format.EXPORTED})
+    produces = Format.TFLITE
+    Config = QuantizeTfliteConfig
+    uses_calibration = True
+
+    def run(self, model: Model, config: QuantizeTfliteConfig, ctx: Context) -> Model:
+        litert_torch = _litert()
+        out = ctx.step_dir("quantize-tflite") / "model.tflite"
+        if config.mode == "fp16":
+            from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+            result = _convert(model, torch_module(model), config.dynamic_dims, out, full_fp16_recipe())
+            return result.derive(meta={"precision": "fp16"})
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+        examples, shapes = export_inputs(model, config.dynamic_dims)
+        with _quiet(litert_torch):
+            quantized = calibrated(model, quantizer, examples, shapes, config.calibration_samples, ctx, self.name,
+                                   fold_quantize=False)
+        result = _convert(model, quantized, config.dynamic_dims, out, QuantConfig(pt2e_quantizer=quantizer), examples, shapes)
+        return result.derive(meta={"precision": "int8"})
