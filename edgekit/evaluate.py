@@ -22,6 +22,8 @@ MetricFunction = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | Non
 # which runtime backend runs a model file of each format
 RUNTIME_OF_FORMAT = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}
 RUNTIME_OF_FORMAT[Format.TENSORRT] = "tensorrt"
+RUNTIME_OF_FORMAT[Format.TFLITE] = "tflite"
+RUNTIME_OF_FORMAT[Format.EXECUTORCH] = "executorch"
 
 
 def runner_for(model: Model, threads: int | None = None) -> Runner:

@@ -18,6 +18,8 @@ READERS: dict[str, str] = {
     ".ts": "edgekit.ingest.torch:read_torchscript",
     ".ptl": "edgekit.ingest.torch:read_torchscript",
     ".xml": "edgekit.ingest.openvino:read_openvino",
+    ".tflite": "edgekit.ingest.tflite:read_tflite",
+    ".pte": "edgekit.ingest.executorch:read_executorch",
 }
 
 

@@ -16,6 +16,8 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "edgekit.runtime.onnxruntime:OrtSession",
     "tensorrt": "edgekit.runtime.tensorrt:TensorrtSession",
     "openvino": "edgekit.runtime.openvino:OpenvinoSession",
+    "tflite": "edgekit.runtime.tflite:TfliteSession",
+    "executorch": "edgekit.runtime.executorch:ExecutorchSession",
 }
 
 __all__ = ["BACKENDS", "Session", "backend_module", "load", "open_model"]
