@@ -91,6 +91,10 @@ BUILTIN_PASSES: dict[str, str] = {
     "compress-fp16-openvino": "edgekit.passes.openvino:CompressFp16Openvino",
     "quantize-nncf": "edgekit.passes.quantize_nncf:QuantizeNncf",
     "compress-weights-nncf": "edgekit.passes.quantize_nncf:CompressWeightsNncf",
+    "convert-tflite": "edgekit.passes.tflite:ConvertTflite",
+    "quantize-tflite": "edgekit.passes.tflite:QuantizeTflite",
+    "convert-executorch": "edgekit.passes.executorch:ConvertExecutorch",
+    "quantize-executorch": "edgekit.passes.executorch:QuantizeExecutorch",
 }
 
 
