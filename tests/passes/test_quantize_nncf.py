@@ -93,17 +93,19 @@ def test_needs_calibration_data(cnn_ir, tmp_path):
 
 def test_accuracy_control_keeps_a_model_that_fits(cnn_ir, cnn_dataset, tmp_path):
     quantized = _quantize(cnn_ir, cnn_dataset, tmp_path, max_drop=0.05, metric="cosine")
-    report = quantized.meta["float_fallback"]
-    assert report["float_nodes"] == [] and report["final"] == report["int8"] >= 0.99
+    report = quantized.meta["fallback"]
+    assert report["reverted"] == [] and report["ok"] and report["value"] == report["quantized_value"] >= 0.99
 
 
 def test_accuracy_control_reverts_the_harmful_op_and_names_it(cnn_ir, cnn_dataset, tmp_path):
     """Plain int8 loses 0.006 cosine on the tiny CNN; a 0.002 budget forces ops back to float."""
     quantized = _quantize(cnn_ir, cnn_dataset, tmp_path, max_drop=0.002, metric="cosine")
-    report = quantized.meta["float_fallback"]
-    assert report["reference"] - report["int8"] > 0.002
-    assert report["reference"] - report["final"] <= 0.002
-    assert report["float_nodes"] and set(report["float_nodes"]).isdisjoint(quantized_ops(read_ir(quantized)))
+    report = quantized.meta["fallback"]
+    assert report["reference"] - report["quantized_value"] > 0.002
+    assert report["reference"] - report["value"] <= 0.002 and report["ok"]
+    reverted = {entry["node"] for entry in report["reverted"]}
+    assert reverted and reverted.isdisjoint(quantized_ops(read_ir(quantized)))
+    assert {entry["op_type"] for entry in report["reverted"]} <= {"MatMul", "Convolution", "Add", "ReduceMean"}
     assert quantized_ops(read_ir(quantized))  # the rest stays int8
 
 
