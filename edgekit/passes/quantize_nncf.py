@@ -171,7 +171,7 @@ def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], con
             f"quantize-nncf: even with {len(reverted)} ops back in float, {metric} dropped by {drop(final):.4f} "
             f"(from {base:.4f} to {final:.4f}), over max_drop {config.max_drop}; this model does not take int8 well"
         )
-    ctx.logger.info("quantize-nncf: kept in float %s; %s %.4f → %.4f (float %.4f)", ", ".join(reverted) or "nothing",
+    ctx.logger.warning("quantize-nncf: kept in float %s; %s %.4f → %.4f (float %.4f)", ", ".join(reverted) or "nothing",
                     metric, first, final, base)
     # NNCF does not expose what each reverted op cost, only the metric before and after
     return restored, {**report, "value": final, "reverted": [{"node": name, "op_type": kinds[name]} for name in reverted]}
