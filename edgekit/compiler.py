@@ -12,6 +12,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.data import Dataset, load_data, synthetic_data
+from edgekit.data.report import data_report
 from edgekit.errors import FidelityError
 from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
@@ -37,8 +38,10 @@ class CompileResult:
     manifest: dict[str, Any]
 
 
-def recipe_for(target: Target, recipe: str | Path | None) -> Recipe:
+def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
     """The recipe a name means on this target: a precision (`int8`) picks the target's own recipe for it."""
+    if isinstance(recipe, Recipe):
+        return recipe
     name = str(recipe or target.default_recipe)
     return load_recipe(target.recipes.get(name, name))
 
@@ -51,7 +54,7 @@ def plan(source: str | Path, target: str | Path, recipe: str | Path | None = Non
     return make_plan(ingest(source, inputs), chosen_recipe, chosen_target)
 
 
-def compile(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | None = None,
+def compile(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | Recipe | None = None,
             calib: str | Path | None = None, eval: str | Path | None = None,
             inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
             threads: int | None = None, progress: Progress | None = None,
@@ -60,6 +63,10 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
 
     Nothing is left at `output` unless every step, the evaluation and the tolerance check pass.
     """
+    if str(recipe) == "auto":  # try the target's candidate recipes, keep the fastest within the default tolerance
+        from edgekit.autoselect import compile_auto
+
+        return compile_auto(source, target, output, calib, eval, inputs, cache_dir, bench_runs, threads, progress, instruments)
     chosen_target = load_target(target)
     chosen_recipe = recipe_for(chosen_target, recipe)
     unavailable = chosen_target.availability()
@@ -69,12 +76,14 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     model = ingest(source, inputs)
     the_plan = make_plan(model, chosen_recipe, chosen_target)
     calibration = load_data(calib, model.inputs) if calib else None
+    eval = eval or chosen_recipe.evaluation.data
     evaluation = load_data(eval, model.inputs) if eval else calibration
     needs_calibration = any(get_pass(s.step.pass_name).uses_calibration for s in the_plan.steps)
     if calibration is None and needs_calibration:
         calibration = synthetic_data(model.inputs, SYNTHETIC_SAMPLES)
     if evaluation is None:
         evaluation = calibration or synthetic_data(model.inputs, SYNTHETIC_SAMPLES, seed=1)
+    data_checks = data_report(calibration, evaluation)
     work_dir = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
     try:
         with Staging(output) as staging:
@@ -82,6 +91,7 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
             checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS))), *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
+            manifest["data"]["report"] = data_checks
             _place_files(final, staging.root, manifest)
             staging.write_manifest(manifest)
             if unavailable is None:
@@ -116,7 +126,7 @@ def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs:
     session = load(root, threads=threads)
     reference = collect(runner_for(source, threads), feeds)
     candidate = collect(lambda feed: list(session.run(feed).values()), feeds)
-    fidelity = compare(reference, candidate, evaluation.labels)
+    fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation.metric)
     fidelity["data"] = evaluation.origin
     return {
         "fidelity": fidelity,
@@ -140,6 +150,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         "inputs": [s.to_dict() for s in final.inputs],
         "outputs": [s.to_dict() for s in final.outputs],
         "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
+        "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
         "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
                    **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
         "provenance": {

@@ -117,6 +117,27 @@ def show_compiled(result) -> None:
     show_bench([bench])
 
 
+def show_auto(auto: dict) -> None:
+    """The candidates `--recipe auto` measured: latency, size, metric, verdict."""
+    limit = auto["tolerance"]
+    title = (f"--recipe auto: {limit['metric']} drop ≤ {limit['max_drop']}"
+             f"{' (relative)' if limit['relative'] else ''}{' (default tolerance)' if limit['default'] else ''}")
+    table = Table(title=title)
+    for column in ("candidate", "precision", "p50 ms", "size", limit["metric"], "drop", "verdict"):
+        table.add_column(column, justify="right" if column in ("p50 ms", "size", "drop", limit["metric"]) else "left")
+    for row in auto["candidates"]:
+        if row["status"] != "ok":
+            table.add_row(row["name"], row["precision"], "", "", "", "", f"[red]{row['verdict']}[/red]: {row['reason']}")
+            continue
+        metric = row["metric"]
+        verdict = "[bold green]chosen[/bold green]" if row["chosen"] else (
+            "within" if row["verdict"] == "within" else "[yellow]misses[/yellow]")
+        table.add_row(row["name"], row["precision"], _ms(row["p50_ms"]), _size(row["size_bytes"]),
+                      f"{metric['value']:.4f}", f"{metric['drop']:.4f}", verdict)
+    out.print(table)
+    out.print(f"rule: {auto['rule']}; latency measured one candidate after another on this machine")
+
+
 def show_bench(results: list[dict]) -> None:
     table = Table(title="edgekit bench")
     for column in ("package", "target", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",

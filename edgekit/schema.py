@@ -40,7 +40,7 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     for key, value in values.items():
         checked[key] = _coerce(value, hints[key], f"{where}: parameter '{key}'")
         bounds = fields[key].metadata.get("range")
-        if bounds and not (bounds[0] <= checked[key] <= bounds[1]):
+        if bounds and checked[key] is not None and not (bounds[0] <= checked[key] <= bounds[1]):
             raise UserError(f"{where}: parameter '{key}' = {value} is outside [{bounds[0]}, {bounds[1]}]")
     return cls(**checked)
 

@@ -56,6 +56,9 @@ class ConvertFp16(Pass):
                 )
             except ValueError as error:  # "The model is already converted to float16"
                 raise UserError(f"convert-fp16: {error}") from None
+        # the converter appends new value_info beside the old fp32 entries; stale duplicates make
+        # ORT reject the graph (a Cast's output typed both float and float16), so let ORT infer them
+        del converted.graph.value_info[:]
         if config.keep_io_types:
             _float_outputs(converted, {o.name for o in graph.graph.output
                                        if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})

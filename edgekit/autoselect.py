@@ -1,0 +1,220 @@
+"""`--recipe auto`: compile every candidate recipe the target supports, measure each, keep the fastest within tolerance."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError, FidelityError, UserError
+from edgekit.evaluate import resolve_metric, verdict
+from edgekit.package import Staging, read_package
+from edgekit.recipe import Evaluation, Recipe, load_recipe
+from edgekit.target import Target, load_target
+
+log = logging.getLogger("edgekit")
+# the tolerance when the user gives none: top-1 may drop by one point, cosine must stay ≥ 0.99
+DEFAULT_MAX_DROP = {"top1": 0.01, "cosine": 0.01}
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+FIDELITY_KEYS = ("samples", "cosine_mean", "cosine_min", "max_abs", "mse", "top1_agreement", "accuracy",
+                 "reference_accuracy", "custom")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe to try, or one that was not tried (`skipped` says why)."""
+
+    name: str
+    recipe: Recipe | None
+    skipped: str = ""
+
+
+def candidates(target: Target) -> list[Candidate]:
+    """The target's recipes (its `recipes:` mapping) plus variants: dynamic int8 and each static calibration method.
+
+    int4 weight-only candidates are kept here and judged by `transformer_like` once the fp32
+    candidate shows the graph.
+    """
+    found: dict[str, Candidate] = {}
+    expanded: set[str] = set()  # recipes tried as their calibration variants
+
+    def add(name: str, recipe: Recipe) -> None:
+        found.setdefault(name, Candidate(name, recipe))
+
+    for precision in ("fp32", *[p for p in target.precisions if p != "fp32"]):
+        name = target.recipes.get(precision, precision if precision == "fp32" else None)
+        if name is None:
+            continue
+        recipe = load_recipe(name)
+        static = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-static"), None)
+        if static is not None:
+            expanded.add(recipe.name)
+            for method in CALIBRATION_METHODS:
+                steps = list(recipe.steps)
+                steps[static] = replace(steps[static], config=replace(steps[static].config, calibrate_method=method))
+                add(f"{recipe.name}-{method}", replace(recipe, name=f"{recipe.name}-{method}", steps=tuple(steps)))
+        else:
+            add(recipe.name, recipe)
+        if precision == "int8" and target.format.value == "onnx":
+            add("int8-dynamic", load_recipe("int8-dynamic"))
+    for name in target.recipes.values():
+        recipe = load_recipe(name)
+        if recipe.name not in expanded:
+            add(recipe.name, recipe)
+    return list(found.values())
+
+
+def transformer_like(package: Path) -> tuple[bool, str]:
+    """Whether a compiled ONNX graph is MatMul-heavy (weight-only int4 pays off), with the counts."""
+    from edgekit.ingest.onnx import load_graph
+
+    main = read_package(package, verify=False).main_file
+    if main.suffix != ".onnx":
+        return False, f"not an ONNX graph ({main.suffix})"
+    ops = [node.op_type for node in load_graph(main).graph.node]
+    matmuls, convs = ops.count("MatMul"), ops.count("Conv") + ops.count("Gemm")
+    return matmuls >= 2 and matmuls > convs, f"{matmuls} MatMul vs {convs} Conv/Gemm"
+
+
+def tolerance_for(given: Evaluation | None, fidelity: dict) -> tuple[Evaluation, bool]:
+    """The tolerance to select with, and whether it is the default (metric auto resolved on `fidelity`)."""
+    given = given or Evaluation()
+    metric = resolve_metric(fidelity, given.metric)
+    if given.max_drop is not None:
+        return replace(given, metric=metric), False
+    if metric not in DEFAULT_MAX_DROP:
+        raise UserError(f"--recipe auto with metric {metric} needs a tolerance: give --max-drop")
+    return replace(given, metric=metric, max_drop=DEFAULT_MAX_DROP[metric]), True
+
+
+def choose(records: list[dict], tolerance: Evaluation) -> tuple[dict | None, list[dict]]:
+    """Judge each measured record against `tolerance`; the fastest (p50, then size) within it wins.
+
+    Records carry `name`, `status` ('ok', 'failed', 'skipped'), and for 'ok' `fidelity`, `p50_ms`,
+    `size_bytes`. Returns the winner (None when nothing is within) and the records with `verdict`.
+    """
+    judged = []
+    for record in records:
+        row = dict(record)
+        if row["status"] == "ok":
+            check = verdict(row["fidelity"], tolerance)
+            row["verdict"] = "within" if check.ok else "misses"
+            row["metric"] = {"name": check.metric, "value": check.value, "reference": check.reference,
+                             "drop": check.drop, "limit": check.limit}
+        else:
+            row["verdict"] = row["status"]
+        judged.append(row)
+    within = [row for row in judged if row["verdict"] == "within"]
+    best = min(within, key=lambda row: (row["p50_ms"], row["size_bytes"]), default=None)
+    for row in judged:
+        row["chosen"] = row is best
+    return best, judged
+
+
+def compile_auto(source: str | Path, target: str | Path, output: str | Path, calib: str | Path | None = None,
+                 eval: str | Path | None = None, inputs: tuple = (), cache_dir: Path | None = None,
+                 bench_runs: int = 50, threads: int | None = None, progress: Any = None,
+                 instruments: tuple = (), tolerance: Evaluation | None = None):
+    """Compile each candidate into a scratch folder, measure, choose, and write the winner to `output`.
+
+    The winner's manifest gains `auto`: the tolerance, whether it was the default, and every candidate row.
+    """
+    from edgekit.compiler import CompileResult
+    from edgekit.compiler import compile as compile_one
+
+    chosen_target = load_target(target)
+    unavailable = chosen_target.availability()
+    if unavailable:
+        raise UserError(f"--recipe auto measures on this machine, but target {chosen_target.name} cannot run here: {unavailable}")
+    scratch = Path(tempfile.mkdtemp(prefix="edgekit-auto-"))
+    cache = cache_dir or scratch / "cache"  # shared steps (export, optimize) are computed once
+    results: dict[str, Any] = {}
+    records: list[dict] = []
+    try:
+        for candidate in candidates(chosen_target):
+            recipe = candidate.recipe
+            if recipe is not None and recipe.precision == "int4" and records:
+                fp32 = next((results[r["name"]] for r in records if r["status"] == "ok" and r["precision"] == "fp32"), None)
+                suited, why = transformer_like(fp32.package) if fp32 else (False, "no fp32 candidate to inspect")
+                if not suited:
+                    records.append(_record(candidate, "skipped", f"not transformer-like: {why}"))
+                    continue
+            # candidates are judged by choose(), so none may fail compile on its own recipe's limit
+            measured = replace(recipe, evaluation=replace(recipe.evaluation, max_drop=None,
+                                                          metric=(tolerance or Evaluation()).metric))
+            log.info("auto: compiling candidate %s", candidate.name)
+            try:
+                result = compile_one(source, chosen_target.source, scratch / candidate.name, measured, calib, eval, inputs,
+                                     cache, bench_runs, threads, progress, instruments)
+            except EdgekitError as error:
+                records.append(_record(candidate, "failed", str(error)))
+                continue
+            except Exception as error:  # a backend crash on one candidate must not lose the others
+                log.warning("auto: candidate %s crashed", candidate.name, exc_info=True)
+                records.append(_record(candidate, "failed", f"{type(error).__name__}: {error}"))
+                continue
+            results[candidate.name] = result
+            records.append(_measured(candidate, result.manifest))
+        first = next((r for r in records if r["status"] == "ok"), None)
+        if first is None:
+            raise UnsupportedCandidates(records)
+        limit, default = tolerance_for(tolerance, first["fidelity"])
+        best, rows = choose(records, limit)
+        if best is None:
+            raise FidelityError(f"--recipe auto: no candidate is within {limit.metric} max_drop {limit.max_drop}: "
+                                + "; ".join(f"{r['name']} {r['verdict']}" for r in rows))
+        winner = results[best["name"]]
+        manifest = winner.manifest
+        manifest["recipe"]["evaluate"] = {"metric": limit.metric, "max_drop": limit.max_drop, "relative": limit.relative}
+        manifest["metrics"]["verdict"] = verdict(manifest["metrics"]["fidelity"], limit).to_dict()
+        manifest["metrics"]["bench"]["package"] = str(output)
+        manifest["auto"] = {
+            "chosen": best["name"], "tolerance": {"metric": limit.metric, "max_drop": limit.max_drop,
+                                                  "relative": limit.relative, "default": default},
+            "rule": "fastest p50 latency (then smallest) among candidates within tolerance",
+            "candidates": rows,
+        }
+        path = _write(winner.package, Path(output), manifest)
+        log.info("auto: chose %s", best["name"])
+        return CompileResult(path, winner.plan, winner.records, manifest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class UnsupportedCandidates(UserError):
+    """No candidate compiled: the message lists each with its reason."""
+
+    def __init__(self, records: list[dict]) -> None:
+        super().__init__("--recipe auto: no candidate compiled: " + "; ".join(f"{r['name']}: {r['reason']}" for r in records))
+
+
+def _record(candidate: Candidate, status: str, reason: str) -> dict:
+    precision = candidate.recipe.precision if candidate.recipe else ""
+    return {"name": candidate.name, "precision": precision, "status": status, "reason": reason.splitlines()[0] if reason else ""}
+
+
+def _measured(candidate: Candidate, manifest: dict) -> dict:
+    metrics = manifest.get("metrics") or {}
+    bench = metrics["bench"]
+    return {
+        **_record(candidate, "ok", ""), "precision": manifest["precision"],
+        "p50_ms": bench["latency_ms"]["p50"], "mean_ms": bench["latency_ms"]["mean"],
+        "size_bytes": sum(entry["bytes"] for entry in manifest["files"]),
+        "fidelity": {k: v for k, v in metrics["fidelity"].items() if k in FIDELITY_KEYS},
+        "conditions": {k: bench["conditions"][k] for k in ("threads", "batch", "runs", "warmup", "cpu")},
+        "fallback": manifest.get("fallback"),
+    }
+
+
+def _write(package: Path, output: Path, manifest: dict) -> Path:
+    """Copy the winning package to `output` (folder or .zip) with its new manifest, atomically."""
+    with Staging(output) as staging:
+        for entry in manifest["files"]:
+            target = staging.root / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(package / entry["path"], target)
+        staging.write_manifest(manifest)
+        return staging.commit()

@@ -1,0 +1,92 @@
+"""`--recipe auto`: the candidate list, the selection rule on measured candidates, and one real run on the tiny CNN."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CNN_INPUT
+
+from edgekit.autoselect import candidates, choose, compile_auto, tolerance_for
+from edgekit.errors import UserError
+from edgekit.recipe import Evaluation
+from edgekit.spec import parse_input_spec
+from edgekit.target import load_target
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory, cnn_source, cnn_data):
+    """One real auto compile of the tiny CNN for cpu-ort (3 timed runs per candidate: selection, not benchmarking)."""
+    folder = tmp_path_factory.mktemp("auto")
+    result = compile_auto(cnn_source, "cpu-ort", folder / "pkg", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
+                          folder / "cache", bench_runs=3)
+    return result
+
+
+def test_cpu_ort_candidates_cover_every_method():
+    names = [c.name for c in candidates(load_target("cpu-ort"))]
+    assert names == ["fp32", "fp16", "int8-static-minmax", "int8-static-percentile", "int8-static-entropy",
+                     "int8-dynamic", "int4-weights"]
+
+
+def test_auto_compiles_measures_and_records_every_candidate(auto_run):
+    manifest = json.loads((auto_run.package / "manifest.json").read_text())
+    auto = manifest["auto"]
+    rows = {row["name"]: row for row in auto["candidates"]}
+    assert set(rows) == {c.name for c in candidates(load_target("cpu-ort"))}
+    assert auto["tolerance"] == {"metric": "top1", "max_drop": 0.01, "relative": False, "default": True}
+    assert rows["int4-weights"]["status"] == "skipped" and "not transformer-like" in rows["int4-weights"]["reason"]
+    measured = [row for row in rows.values() if row["status"] == "ok"]
+    assert len(measured) == 6 and all(row["p50_ms"] > 0 and row["size_bytes"] > 0 for row in measured)
+    chosen = [row for row in auto["candidates"] if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["name"] == auto["chosen"] and chosen[0]["verdict"] == "within"
+    fastest = min((row for row in measured if row["verdict"] == "within"), key=lambda row: row["p50_ms"])
+    assert fastest["name"] == auto["chosen"]
+    assert manifest["precision"] == chosen[0]["precision"] and manifest["metrics"]["verdict"]["ok"]
+    assert manifest["data"]["report"]["overlap"]["same_data"] is False  # same file, loaded twice: all rows shared
+    assert manifest["data"]["report"]["overlap"]["fraction"] == 1.0
+
+
+def test_choose_on_measured_candidates(auto_run):
+    records = [{k: v for k, v in row.items() if k not in ("verdict", "metric", "chosen")}
+               for row in auto_run.manifest["auto"]["candidates"]]
+    ok = [r for r in records if r["status"] == "ok"]
+    # a cosine bound no quantized candidate meets leaves only the exact ones (fp32, and fp16 if it is that close)
+    strict = Evaluation("cosine", max_drop=1e-9)
+    best, rows = choose(records, strict)
+    exact = [r for r in ok if 1 - r["fidelity"]["cosine_mean"] <= 1e-9]
+    assert best is not None and best["name"] in {r["name"] for r in exact}
+    assert {r["name"] for r in rows if r["verdict"] == "within"} == {r["name"] for r in exact}
+    # the winner is the fastest within, whatever the order of the records
+    loose = Evaluation("cosine", max_drop=1.0)
+    best, _ = choose(list(reversed(records)), loose)
+    assert best["p50_ms"] == min(r["p50_ms"] for r in ok)
+    # skipped and failed rows are listed with their reason, never chosen
+    failed = {"name": "broken", "precision": "int8", "status": "failed", "reason": "no conversion"}
+    best, rows = choose([failed], loose)
+    assert best is None and rows[0]["verdict"] == "failed" and rows[0]["chosen"] is False
+    # nothing within: no winner
+    assert choose(ok, Evaluation("mse", max_drop=-1.0))[0] is None
+
+
+def test_default_tolerance_and_its_limits():
+    classifier = {"top1_agreement": 1.0, "cosine_mean": 1.0}
+    assert tolerance_for(None, classifier) == (Evaluation("top1", 0.01), True)
+    assert tolerance_for(None, {"cosine_mean": 1.0}) == (Evaluation("cosine", 0.01), True)
+    assert tolerance_for(Evaluation("cosine", 0.05), classifier) == (Evaluation("cosine", 0.05), False)
+    with pytest.raises(UserError, match="metric mse needs a tolerance: give --max-drop"):
+        tolerance_for(Evaluation("mse"), classifier)
+
+
+def test_a_failing_candidate_is_listed_not_fatal(tmp_path, cnn_source, cnn_data):
+    target = tmp_path / "cpu-ort-extra.yaml"
+    text = (Path(load_target("cpu-ort").source).read_text()
+            .replace("precisions: [fp32, fp16, int8, int4]", "precisions: [fp32]")
+            .replace("  fp16: fp16\n  int8: int8-static\n  int4: int4-weights\n", "  fp16: fp16-weights\n"))
+    target.write_text(text)
+    result = compile_auto(cnn_source, target, tmp_path / "pkg", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
+                          tmp_path / "cache", bench_runs=2)
+    rows = {row["name"]: row for row in result.manifest["auto"]["candidates"]}
+    assert rows["fp32"]["chosen"] and rows["fp16-weights"]["status"] == "failed"
+    assert "fp16" in rows["fp16-weights"]["reason"]
+    shutil.rmtree(tmp_path / "cache")
