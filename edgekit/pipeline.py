@@ -109,7 +109,21 @@ def _conversion_steps(start: Format, goals: frozenset[Format], why: str) -> list
                 seen.add(conversion.produces)
                 queue.append((conversion.produces, path + [conversion]))
     goal_text = " or ".join(sorted(f.value for f in goals))
-    raise UnsupportedOnTarget(f"{why}, but no conversion leads from {start.value} to {goal_text}")
+    sources = _sources_of(goals, edges) - goals
+    hint = (f"; {goal_text} can be made from {', '.join(sorted(f.value for f in sources))}: give the model in one of those"
+            if sources else "")
+    raise UnsupportedOnTarget(f"{why}, but no conversion leads from {start.value} to {goal_text}{hint}")
+
+
+def _sources_of(goals: frozenset[Format], edges: list[Pass]) -> set[Format]:
+    """Every format from which some chain of conversions reaches `goals`."""
+    reached = set(goals)
+    grew = True
+    while grew:
+        before = len(reached)
+        reached |= {fmt for conversion in edges if conversion.produces in reached for fmt in conversion.accepts}
+        grew = len(reached) > before
+    return reached
 
 
 @dataclass
