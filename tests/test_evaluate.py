@@ -1,0 +1,92 @@
+"""Scoring against the source: built-in metrics, their direction, relative limits, custom metrics."""
+
+import numpy as np
+import pytest
+
+from edgekit.errors import UserError
+from edgekit.evaluate import compare, load_metric, verdict
+from edgekit.recipe import Evaluation
+
+METRIC_FILE = '''
+import numpy as np
+
+def agreement(reference, candidate, labels):
+    return float((reference[0].argmax(1) == candidate[0].argmax(1)).mean())
+
+def error(reference, candidate, labels):
+    return float(np.abs(reference[0] - candidate[0]).max())
+
+def broken(reference, candidate, labels):
+    raise ValueError("bad shapes")
+'''
+
+
+def _outputs(rows: np.ndarray) -> list[list[np.ndarray]]:
+    """Samples × outputs, each sample a batch of one."""
+    return [[row[None]] for row in rows]
+
+
+@pytest.fixture()
+def logits():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((20, 4)).astype(np.float32)
+    candidate = reference.copy()
+    candidate[:5] = candidate[:5, ::-1]  # 5 of 20 rows reordered: top-1 changes on most of them
+    labels = reference.argmax(1)
+    return reference, candidate, labels
+
+
+def test_builtin_metrics_and_directions(logits):
+    reference, candidate, labels = logits
+    metrics = compare(_outputs(reference), _outputs(candidate), labels)
+    flipped = float((reference.argmax(1) != candidate.argmax(1)).mean())
+    top1 = verdict(metrics, Evaluation("top1", max_drop=0.01))
+    assert top1.reference == 1.0 and top1.value == pytest.approx(1 - flipped) and not top1.ok
+    assert verdict(metrics, Evaluation("auto")).metric == "top1"  # classifier output
+    mse = verdict(metrics, Evaluation("mse", max_drop=10.0))
+    assert mse.reference == 0.0 and mse.drop == pytest.approx(float(((reference - candidate) ** 2).mean()), rel=1e-6)
+    assert mse.ok  # lower is better: drop = value - 0
+    cosine = verdict(metrics, Evaluation("cosine", max_drop=0.5))
+    assert cosine.drop == pytest.approx(1 - metrics["cosine_mean"])
+
+
+def test_relative_limit_scales_with_the_reference(logits):
+    reference, candidate, labels = logits
+    metrics = compare(_outputs(reference), _outputs(candidate), (labels + 1) % 4)  # source accuracy 0
+    metrics.update(accuracy=0.45, reference_accuracy=0.5)
+    assert verdict(metrics, Evaluation("top1", max_drop=0.1, relative=True)).limit == pytest.approx(0.05)
+    assert verdict(metrics, Evaluation("top1", max_drop=0.1, relative=True)).ok is True
+    assert verdict(metrics, Evaluation("top1", max_drop=0.05, relative=True)).ok is False
+
+
+def test_custom_metric_from_a_file(logits, tmp_path):
+    reference, candidate, labels = logits
+    (tmp_path / "metrics.py").write_text(METRIC_FILE)
+    spec = f"{tmp_path / 'metrics.py'}:agreement"
+    metrics = compare(_outputs(reference), _outputs(candidate), labels, spec)
+    assert metrics["custom"]["reference"] == 1.0
+    assert metrics["custom"]["value"] == pytest.approx(metrics["top1_agreement"])
+    higher = verdict(metrics, Evaluation(spec, max_drop=0.5))
+    assert higher.drop == pytest.approx(1 - metrics["top1_agreement"]) and higher.ok
+    error_spec = f"{tmp_path / 'metrics.py'}:error"
+    lower = verdict(compare(_outputs(reference), _outputs(candidate), labels, error_spec),
+                    Evaluation(error_spec, max_drop=0.1, higher_is_better=False))
+    assert lower.reference == 0.0 and lower.drop == pytest.approx(float(np.abs(reference - candidate).max())) and not lower.ok
+
+
+def test_custom_metric_from_a_module():
+    spec, function = load_metric("numpy:mean")
+    assert spec == "numpy:mean" and function is np.mean
+
+
+def test_custom_metric_errors(logits, tmp_path):
+    reference, candidate, labels = logits
+    (tmp_path / "metrics.py").write_text(METRIC_FILE)
+    with pytest.raises(UserError, match="metric file nowhere.py not found"):
+        load_metric("nowhere.py:score")
+    with pytest.raises(UserError, match="has no function 'missing'"):
+        load_metric(f"{tmp_path / 'metrics.py'}:missing")
+    with pytest.raises(UserError, match="cannot import metric module 'no_such_module'"):
+        load_metric("no_such_module:score")
+    with pytest.raises(UserError, match="custom metric .*:broken failed: ValueError: bad shapes"):
+        compare(_outputs(reference), _outputs(candidate), labels, f"{tmp_path / 'metrics.py'}:broken")
