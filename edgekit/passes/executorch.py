@@ -43,7 +43,7 @@ def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Mo
     out.write_bytes(lowered.buffer)
     return model.derive(format=Format.EXECUTORCH, files=(out,), module=None, example_inputs=None,
                         inputs=static_specs(model.inputs), outputs=_output_specs(model, out),
-                        meta={"content_hash": files_sha256((out,)), "delegated": _delegated(lowered)})
+                        meta={"content_hash": files_sha256((out,))})
 
 
 def _output_specs(model: Model, out: Path) -> tuple[TensorSpec, ...]:
@@ -52,20 +52,6 @@ def _output_specs(model: Model, out: Path) -> tuple[TensorSpec, ...]:
 
     own = method_specs(load_program(out))[1]
     return tuple(TensorSpec(src.name, spec.shape, src.dtype) for src, spec in zip(model.outputs, own))
-
-
-def _delegated(lowered) -> dict[str, int]:
-    """How many calls the program makes to a delegate and to portable kernels (from its instructions)."""
-    counts = {"delegate_calls": 0, "kernel_calls": 0}
-    for plan in lowered.executorch_program.execution_plan:
-        for chain in plan.chains:
-            for instruction in chain.instructions:
-                kind = type(instruction.instr_args).__name__
-                if kind == "DelegateCall":
-                    counts["delegate_calls"] += 1
-                elif kind == "KernelCall":
-                    counts["kernel_calls"] += 1
-    return counts
 
 
 class ConvertExecutorch(Pass):
