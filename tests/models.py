@@ -108,3 +108,48 @@ def token_mlp():
     """Factory for `tests/models.py:token_mlp` (3-D input, so Linear exports as MatMul + Add)."""
     torch.manual_seed(0)
     return TokenMLP().eval(), (torch.randn(1, 8, 64),)
+
+
+class SmallConvNet(nn.Module):
+    """Stem, a depthwise-separable residual block and a linear head: [batch,1,16,16] → 4 classes (for pruning)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.pointwise = nn.Conv2d(32, 32, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.expand = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.head = nn.Linear(64, 4)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.stem(image)
+        x = torch.relu(self.bn2(self.pointwise(torch.relu(self.bn1(self.depthwise(x))))) + x)
+        return self.head(torch.relu(self.expand(x)).mean(dim=(2, 3)))
+
+
+def small_convnet():
+    """Factory for `tests/models.py:small_convnet`."""
+    return seeded(SmallConvNet), (torch.randn(1, 1, 16, 16),)
+
+
+class TinyBert(nn.Module):
+    """A 2-layer Hugging Face BERT (hidden 32, 4 heads, MLP 64): input_ids [batch, 8] → mean-pooled [batch, 32]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=16, attn_implementation="eager")
+        self.bert = BertModel(config, add_pooling_layer=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids).last_hidden_state.mean(dim=1)
+
+
+def tiny_bert():
+    """Factory for `tests/models.py:tiny_bert`."""
+    torch.manual_seed(0)
+    return TinyBert().eval(), (torch.randint(0, 100, (2, 8)),)
