@@ -87,7 +87,7 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     work_dir = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
     try:
         with Staging(output) as staging:
-            ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress())
+            ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
             checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS))), *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation)

@@ -179,7 +179,8 @@ def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
         if result is None:
             provenance = {"pass": chosen.name, "version": chosen.version, "origin": step.origin,
                           "config": to_dict(step.step.config)}
-            result = _run_step(chosen, step, model, ctx)
+            checkpoints = cache_dir / "checkpoints" / key if key and cache_dir else None
+            result = _run_step(chosen, step, model, ctx, checkpoints)
             result = result.derive(meta={"passes": [*model.meta.get("passes", []), provenance]})
             if result.format.in_memory and key:
                 result = result.derive(meta={"content_hash": key})
@@ -193,9 +194,9 @@ def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
     return model, records
 
 
-def _run_step(chosen: Pass, step: PlannedStep, model: Model, ctx: Context) -> Model:
+def _run_step(chosen: Pass, step: PlannedStep, model: Model, ctx: Context, checkpoints: Path | None) -> Model:
     step_ctx = Context(Path(tempfile.mkdtemp(prefix=f"{chosen.name}-", dir=ctx.work_dir)), ctx.target,
-                       ctx.calibration, ctx.evaluation, ctx.logger, ctx.progress)
+                       ctx.calibration, ctx.evaluation, ctx.logger, ctx.progress, ctx.source, checkpoints)
     try:
         return chosen.run(model, step.step.config, step_ctx)
     except EdgekitError:

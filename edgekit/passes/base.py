@@ -70,6 +70,8 @@ class Context:
     evaluation: Dataset | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("edgekit"))
     progress: Progress = field(default_factory=SilentProgress)
+    source: Model | None = None  # the model as ingested, before any pass (the default distillation teacher)
+    checkpoints: Path | None = None  # a folder that outlives the run, keyed by the step's cache identity
 
     def step_dir(self, name: str) -> Path:
         """A fresh empty folder for one step's output files."""
@@ -87,6 +89,10 @@ BUILTIN_PASSES: dict[str, str] = {
     "quantize-int4-gptq": "edgekit.passes.quantize_int4:QuantizeInt4Gptq",
     "convert-fp16": "edgekit.passes.convert_fp16:ConvertFp16",
     "build-tensorrt": "edgekit.passes.tensorrt:BuildTensorrt",
+    "prune-structured": "edgekit.passes.prune_structured:PruneStructured",
+    "prune-unstructured": "edgekit.passes.prune_sparse:PruneUnstructured",
+    "prune-nm": "edgekit.passes.prune_sparse:PruneNM",
+    "distill": "edgekit.passes.distill:Distill",
     "convert-openvino": "edgekit.passes.openvino:ConvertOpenvino",
     "compress-fp16-openvino": "edgekit.passes.openvino:CompressFp16Openvino",
     "quantize-nncf": "edgekit.passes.quantize_nncf:QuantizeNncf",
