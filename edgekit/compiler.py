@@ -150,6 +150,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         "inputs": [s.to_dict() for s in final.inputs],
         "outputs": [s.to_dict() for s in final.outputs],
         "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
+        "reports": final.meta.get("reports", []),  # what passes measured: pruning sizes, distillation losses
         "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
         "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
                    **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
