@@ -60,7 +60,9 @@ class Distill(Pass):
         if data is None or data.synthetic:
             raise UserError("distill needs real training data: give --calib DATA or set data: path.npz")
         if config.ce_weight and data.labels is None:
-            raise UserError(f"distill: ce_weight is set but {data.origin} has no labels; set ce_weight: 0")
+            if config.kl_weight + config.mse_weight == 0:
+                raise UserError(f"distill: only ce_weight is set but {data.origin} has no labels; set kl_weight or mse_weight")
+            ctx.logger.info("distill: %s has no labels: training on the teacher's outputs alone", data.origin)
         device = _device(config.device)
         trained, summary = _train(teacher, student, data, ctx.evaluation, model, config, ctx, device)
         report = {"pass": self.name, "device": str(device), **summary}

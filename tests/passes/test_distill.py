@@ -112,8 +112,10 @@ def test_distill_errors(tmp_path):
         _distill(teacher, {"steps": 1}, Context(tmp_path, calibration=data))
     with pytest.raises(UserError, match="all 0"):
         _distill(teacher, {"kl_weight": 0.0}, Context(tmp_path, calibration=data, source=teacher))
-    with pytest.raises(UserError, match="has no labels; set ce_weight: 0"):
-        _distill(teacher, {"ce_weight": 1.0}, Context(tmp_path, calibration=data, source=teacher))
+    with pytest.raises(UserError, match="only ce_weight is set but test has no labels"):
+        _distill(teacher, {"ce_weight": 1.0, "kl_weight": 0.0}, Context(tmp_path, calibration=data, source=teacher))
+    unlabelled = _distill(teacher, {"ce_weight": 1.0, "steps": 2}, Context(tmp_path, calibration=data, source=teacher))
+    assert unlabelled.meta["reports"][-1]["steps"] == 2  # cross-entropy skipped without labels
     with pytest.raises(UserError, match="needs real training data"):
         _distill(teacher, {}, Context(tmp_path, source=teacher))
     with pytest.raises(UserError, match="did you mean 'adamw'"):
