@@ -22,8 +22,10 @@ DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention", "LSTM", "GRU", "EmbedLayerNor
 class QuantizeDynamicConfig:
     op_types: tuple[str, ...] = DYNAMIC_OP_TYPES
     weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = False
-    reduce_range: bool = False
+    per_channel: bool = True
+    # 7-bit weights: u8 activations × s8 weights saturate on AVX2 CPUs without VNNI. On the
+    # tiny MLP, full range kept cosine 0.942 / top-1 agreement 0.875; reduce_range 0.9999 / 1.0.
+    reduce_range: bool = True
     exclude_nodes: tuple[str, ...] = ()
 
 
