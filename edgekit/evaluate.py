@@ -205,6 +205,9 @@ def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
     return Verdict(metric, value, reference, drop, limit)
 
 
+QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model
+
+
 class FidelityCheck:
     """Instrument: a step whose pass promises a tolerance must keep outputs within it."""
 
@@ -222,6 +225,15 @@ class FidelityCheck:
             return
         metrics = compare(collect(runner_for(before), self.feeds), collect(runner_for(after), self.feeds))
         record.details["fidelity"] = metrics
+        if str(before.meta.get("precision", "fp32")).startswith("int"):
+            # converting a quantized model swaps PyTorch's float emulation of Q/DQ for the runtime's integer
+            # kernels (their rounding differs): require the outputs' direction, which a wrong graph loses
+            if metrics["cosine_min"] < QUANTIZED_MIN_COSINE:
+                raise FidelityError(
+                    f"step '{step.step.pass_name}' turned the quantized model's outputs by cosine {metrics['cosine_min']:.4f}, "
+                    f"under {QUANTIZED_MIN_COSINE}: the result would be wrong"
+                )
+            return
         if metrics["max_rel"] > tolerance:
             raise FidelityError(
                 f"step '{step.step.pass_name}' changed the outputs by {metrics['max_rel']:.2e} relative "

@@ -110,6 +110,40 @@ def token_mlp():
     return TokenMLP().eval(), (torch.randn(1, 8, 64),)
 
 
+class EncoderBlock(nn.Module):
+    """A residual feed-forward block: tokens + down(gelu(up(tokens)))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(32, 64)
+        self.down = nn.Linear(64, 32)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.down(nn.functional.gelu(self.up(tokens)))
+
+
+class TinyEncoder(nn.Module):
+    """Two EncoderBlocks in a ModuleList over tokens [batch, 8, 32] → [batch, 8, 32].
+
+    The `layers` ModuleList is the block structure weight-only GPTQ/AWQ (Intel Neural Compressor) walk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderBlock() for _ in range(2))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return tokens
+
+
+def tiny_encoder():
+    """Factory for `tests/models.py:tiny_encoder`."""
+    torch.manual_seed(0)
+    return TinyEncoder().eval(), (torch.randn(2, 8, 32),)
+
+
 class SmallConvNet(nn.Module):
     """Stem, a depthwise-separable residual block and a linear head: [batch,1,16,16] → 4 classes (for pruning)."""
 

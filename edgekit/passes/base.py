@@ -85,6 +85,8 @@ BUILTIN_PASSES: dict[str, str] = {
     "optimize-onnx": "edgekit.passes.optimize:OptimizeOnnx",
     "quantize-dynamic": "edgekit.passes.quantize_ort:QuantizeDynamic",
     "quantize-static": "edgekit.passes.quantize_ort:QuantizeStatic",
+    "quantize-pt2e": "edgekit.passes.quantize_pt2e:QuantizePt2e",
+    "quantize-inc": "edgekit.passes.quantize_inc:QuantizeInc",
     "quantize-int4": "edgekit.passes.quantize_int4:QuantizeInt4",
     "quantize-int4-gptq": "edgekit.passes.quantize_int4:QuantizeInt4Gptq",
     "convert-fp16": "edgekit.passes.convert_fp16:ConvertFp16",
