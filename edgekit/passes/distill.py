@@ -56,7 +56,7 @@ class Distill(Pass):
         if teacher is None:
             raise UserError("distill: no teacher: run it inside compile (the source model teaches) or set teacher: file.py:factory")
         student = _factory_module(config.student, model) if config.student else copy.deepcopy(model.module)
-        data = load_data(config.data, model.inputs) if config.data else ctx.calibration
+        data = load_data(config.data, model.inputs, model.meta.get("tokenizer")) if config.data else ctx.calibration
         if data is None or data.synthetic:
             raise UserError("distill needs real training data: give --calib DATA or set data: path.npz")
         if config.ce_weight and data.labels is None:
