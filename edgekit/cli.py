@@ -61,7 +61,7 @@ def _input_specs(texts: tuple[str, ...]):
 @click.argument("model")
 @click.option("--target", "-t", required=True, help="Target name or YAML path (see `edgekit targets`).")
 @click.option("--recipe", "-r", default=None, help="Recipe name or YAML path (default: the target's).")
-@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npz or folder of .npy.")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration data: .npz, .npy folder, images:DIR, text:FILE, spec .yaml.")
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Evaluation data (default: --calib).")
 @click.option("--input", "inputs", multiple=True, help="Input spec name:DIMS:dtype, e.g. image:batchx3x32x32:float32.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Package folder or .zip.")

@@ -75,9 +75,9 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
                     chosen_target.name, unavailable)
     model = ingest(source, inputs)
     the_plan = make_plan(model, chosen_recipe, chosen_target)
-    calibration = load_data(calib, model.inputs) if calib else None
+    calibration = load_data(calib, model.inputs, model.meta.get("tokenizer")) if calib else None
     eval = eval or chosen_recipe.evaluation.data
-    evaluation = load_data(eval, model.inputs) if eval else calibration
+    evaluation = load_data(eval, model.inputs, model.meta.get("tokenizer")) if eval else calibration
     needs_calibration = any(get_pass(s.step.pass_name).uses_calibration for s in the_plan.steps)
     if calibration is None and needs_calibration:
         calibration = synthetic_data(model.inputs, SYNTHETIC_SAMPLES)
