@@ -157,9 +157,11 @@ def library_versions() -> dict[str, str]:
 
 def cache_key(model: Model, step: PlannedStep, chosen: Pass, ctx: Context) -> str:
     calibration = ctx.calibration.content_hash() if chosen.uses_calibration and ctx.calibration else None
+    evaluation = ctx.evaluation.content_hash() if chosen.uses_evaluation and ctx.evaluation else None
     return data_sha256({
         "input": model.content_hash, "pass": chosen.name, "version": chosen.version,
-        "config": to_dict(step.step.config), "calibration": calibration, "libraries": library_versions(),
+        "config": to_dict(step.step.config), "calibration": calibration, "evaluation": evaluation,
+        "libraries": library_versions(),
         "inputs": [s.to_dict() for s in model.inputs],
     })
 

@@ -36,6 +36,7 @@ class Pass:
     tolerance: ClassVar[float | None] = None  # max relative error promised vs the input model
     conversion: ClassVar[bool] = False  # the planner may insert it to change format
     uses_calibration: ClassVar[bool] = False  # its output depends on ctx.calibration
+    uses_evaluation: ClassVar[bool] = False  # its output may depend on ctx.evaluation (accuracy-aware choices)
 
     def run(self, model: Model, config: Any, ctx: Context) -> Model:
         raise NotImplementedError

@@ -47,6 +47,7 @@ class Distill(Pass):
     produces = Format.TORCH
     Config = DistillConfig
     uses_calibration = True
+    uses_evaluation = True
 
     def run(self, model: Model, config: DistillConfig, ctx: Context) -> Model:
 

@@ -79,6 +79,7 @@ class QuantizeInc(Pass):
     produces = Format.EXPORTED
     Config = QuantizeIncConfig
     uses_calibration = True
+    uses_evaluation = True
 
     def run(self, model: Model, config: QuantizeIncConfig, ctx: Context) -> Model:
         _check_target(config, ctx)

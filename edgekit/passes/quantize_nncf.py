@@ -57,6 +57,7 @@ class QuantizeNncf(Pass):
     produces = Format.OPENVINO
     Config = QuantizeNncfConfig
     uses_calibration = True
+    uses_evaluation = True
 
     def run(self, model: Model, config: QuantizeNncfConfig, ctx: Context) -> Model:
         nncf = _nncf()

@@ -111,6 +111,7 @@ class QuantizeStatic(Pass):
     produces = Format.ONNX
     Config = QuantizeStaticConfig
     uses_calibration = True
+    uses_evaluation = True
 
     def run(self, model: Model, config: QuantizeStaticConfig, ctx: Context) -> Model:
         if ctx.calibration is None:
