@@ -51,8 +51,10 @@ ORT_METHODS = {
         **STATIC, "calibrate_method": "entropy"}}], "both"),
     "int8 static QDQ u8 activations, minmax": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
         **STATIC, "activation_type": "uint8"}}], "digits"),
-    "int8 static minmax + fallback (cosine drop <= 0.01)": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
-        **STATIC, "max_drop": 0.01, "metric": "cosine"}}], "minilm"),
+    "int8 static QDQ s8, MatMul only, minmax": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
+        **STATIC, "op_types": ["MatMul"]}}], "minilm"),
+    "int8 static QDQ s8, MatMul only, percentile 99.99": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
+        **STATIC, "op_types": ["MatMul"], "calibrate_method": "percentile", "percentile": 99.99}}], "minilm"),
     "int4 MatMulNBits (default, block 128)": ([{"pass": "optimize-onnx"}, {"pass": "quantize-int4"}], "minilm"),
     "int4 MatMulNBits (HQQ, block 64)": ([{"pass": "optimize-onnx"}, {"pass": "quantize-int4", "with": {
         "algorithm": "hqq", "block_size": 64}}], "minilm"),
@@ -75,7 +77,8 @@ OPENVINO_METHODS = {
     "int8 NNCF weights only": ([{"pass": "compress-weights-nncf", "with": {"mode": "int8_asym"}}], "minilm"),
     "int4 NNCF weights (g128, sym)": ([{"pass": "compress-weights-nncf", "with": {"mode": "int4_sym", "group_size": 128}}], "minilm"),
     "int8 ORT QDQ s8 (static minmax) → OpenVINO": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": STATIC}], "both"),
-    "int8 PT2E x86 → OpenVINO": ([{"pass": "quantize-pt2e"}], "both"),
+    "int8 PT2E x86 → OpenVINO (torch frontend)": ([{"pass": "quantize-pt2e"}], "both"),
+    "int8 PT2E x86 → ONNX QDQ → OpenVINO": ([{"pass": "quantize-pt2e"}, {"pass": "export-onnx"}], "both"),
 }
 METHODS = {"cpu-ort": ORT_METHODS, "cpu-openvino": OPENVINO_METHODS}
 
@@ -126,6 +129,25 @@ def compile_method(model: str, data: tuple[str, str, str], target: str, method: 
     return {**row, "package": str(result.package), "compile_s": time.perf_counter() - started,
             "bytes": sum(entry["bytes"] for entry in result.manifest["files"]),
             "precision": result.manifest["precision"], "fidelity": fidelity, "fallback": fallback}
+
+
+def sensitive_methods(fp32_package: str, calibration: str, tokenizer: str, out: Path) -> dict:
+    """Dynamic int8 with the k most sensitive MatMuls in float, ranked on calibration sentences (cached in OUT)."""
+    import sensitivity
+
+    cache = out / "sensitivity.json"
+    if cache.is_file():
+        ranked = json.loads(cache.read_text())
+    else:
+        feeds = sensitivity.text_feeds(Path(calibration.removeprefix("text:")), tokenizer, 64)
+        ranked = sensitivity.rank(Path(fp32_package) / "model.onnx", feeds)
+        cache.write_text(json.dumps(ranked))
+    methods = {}
+    for count in (1, 3, 6):
+        names = [name for name, _ in ranked[1:count + 1]]
+        steps = [{"pass": "optimize-onnx"}, {"pass": "quantize-dynamic", "with": {"exclude_nodes": names}}]
+        methods[f"int8 dynamic, per-channel, 7-bit, {count} most sensitive MatMul(s) in float"] = steps
+    return methods
 
 
 def time_packages(rows: list[dict], threads: int, rounds: int, runs: int) -> None:
@@ -182,6 +204,9 @@ def report(rows: list[dict], meta: dict) -> str:
             lines = table(rows, model, target)
             if lines:
                 out += [f"### {titles[model]} on {target}", "", *lines, ""]
+    if meta.get("sensitivity"):
+        out += ["MiniLM dynamic int8 sensitivity (worst cosine on 64 calibration sentences with only that MatMul in float; "
+                f"all quantized: {meta['sensitivity']['base']:.4f}): " + "; ".join(meta["sensitivity"]["top"]), ""]
     out.append(END)
     return "\n".join(out)
 
@@ -216,17 +241,28 @@ def main() -> None:
     rows = []
     for model in models:
         for target in args.targets.split(","):
-            for method, (steps, applies) in METHODS[target].items():
-                if applies in ("both", model):
-                    row = compile_method(model, data[model], target, method, steps, args.out, args.out / "cache")
-                    print(f"{model} {target} {method}: {row.get('error') or 'ok'} ({row['compile_s']:.0f} s)", flush=True)
-                    rows.append(row)
+            methods = {name: steps for name, (steps, applies) in METHODS[target].items() if applies in ("both", model)}
+            while methods:
+                method, steps = next(iter(methods.items()))
+                del methods[method]
+                row = compile_method(model, data[model], target, method, steps, args.out, args.out / "cache")
+                print(f"{model} {target} {method}: {row.get('error') or 'ok'} ({row['compile_s']:.0f} s)", flush=True)
+                rows.append(row)
+                if model == "minilm" and target == "cpu-ort" and method == "fp32" and "package" in row:
+                    methods.update(sensitive_methods(row["package"], data[model][1], data[model][0], args.out))
             time_packages([r for r in rows if r["model"] == model and r["target"] == target], args.threads, args.rounds, args.runs)
     for row in rows:
         shapes = (row.get("conditions") or {}).get("input_shapes", {})
         if "input_ids" in shapes:
             meta["sequence"] = shapes["input_ids"][1]
     meta["load_after"] = f"{os.getloadavg()[0]:.1f}"
+    fp32 = next((r for r in rows if r["model"] == "minilm" and r["target"] == "cpu-ort" and r["method"] == "fp32"), None)
+    if fp32 and "package" in fp32 and (args.out / "sensitivity.json").is_file():
+        import sensitivity
+
+        ranked = json.loads((args.out / "sensitivity.json").read_text())
+        described = sensitivity.describe(Path(fp32["package"]) / "model.onnx", [name for name, _ in ranked[1:7]])
+        meta["sensitivity"] = {"base": ranked[0][1], "top": [f"{text}: {score:.4f}" for text, (_, score) in zip(described, ranked[1:7])]}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
     text = report(rows, meta)
     (args.out / "results.md").write_text(text)
