@@ -234,6 +234,9 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true", help="Do not touch benchmarks/RESULTS.md.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)  # the reference runs and calibration too: no oversubscription on a shared machine
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads, "rounds": args.rounds,
             "runs": args.runs, "load_before": f"{os.getloadavg()[0]:.1f}", "note": args.note}
     data = prepare_data(args.out / "data")
