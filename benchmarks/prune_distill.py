@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -33,7 +35,7 @@ steps:
   - pass: prune-structured
     with: {ratio: 0.3, layers: ["*intermediate.dense"], importance: l2}
   - pass: distill
-    with: {kl_weight: 0.0, mse_weight: 1.0, lr: 0.0002, epochs: EPOCHS, batch_size: 16, eval_every: 20}
+    with: {kl_weight: 0.0, mse_weight: 1.0, lr: LR, epochs: EPOCHS, batch_size: 16, eval_every: 20}
 evaluate:
   metric: cosine
 """
@@ -57,18 +59,40 @@ def digits_data(folder: Path) -> tuple[Path, Path]:
     return train, held_out
 
 
-def text_data(folder: Path, max_length: int) -> tuple[Path, Path]:
-    """Data spec files over pydoc sentences (disjoint by hash): every training sentence, 256 held out."""
+def text_data(folder: Path, max_length: int, chunks: bool) -> tuple[Path, Path]:
+    """Data spec files over pydoc text: 256 held-out sentences; for training every other sentence and,
+    with `chunks`, 40-word chunks of the pydoc paragraphs that hold no held-out sentence."""
     import corpus
 
     calibration, evaluation = corpus.split()
     calib_text, eval_text = corpus.write(folder, len(calibration), 256)
+    if chunks:
+        calib_text.write_text("\n".join([*calibration, *paragraph_chunks(set(evaluation))]) + "\n")
     specs = []
     for text in (calib_text, eval_text):
         spec = text.with_suffix(".yaml")
         spec.write_text(json.dumps({"text": text.name, "max_length": max_length, "padding": "max_length"}))
         specs.append(spec)
     return specs[0], specs[1]
+
+
+def paragraph_chunks(held_out: set[str], words: int = 40) -> list[str]:
+    """Distinct `words`-word chunks of the pydoc topics' paragraphs, skipping any paragraph with a held-out sentence."""
+
+    from pydoc_data.topics import topics
+
+    found: dict[str, None] = {}
+    for name in sorted(topics):
+        for paragraph in re.split(r"\n\s*\n", topics[name]):
+            text = " ".join(line.strip() for line in paragraph.splitlines())
+            if len(text) < 40 or any(sentence in text for sentence in held_out):
+                continue
+            tokens = text.split()
+            for start in range(0, len(tokens), words):
+                chunk = " ".join(tokens[start:start + words])
+                if len(chunk) >= 40:
+                    found.setdefault(chunk, None)
+    return list(found)
 
 
 def compile_all(jobs: dict[str, dict], out: Path, cache: Path) -> dict[str, dict]:
@@ -108,10 +132,11 @@ def digits(out: Path, cache: Path, threads: int, rounds: int, runs: int) -> dict
     return _rows(manifests, times, "digits-fp32")
 
 
-def minilm(out: Path, cache: Path, threads: int, rounds: int, runs: int, epochs: int, max_length: int) -> dict:
-    calib, held_out = text_data(out / "data", max_length)
+def minilm(out: Path, cache: Path, threads: int, rounds: int, runs: int, epochs: int, max_length: int,
+           lr: float, chunks: bool) -> dict:
+    calib, held_out = text_data(out / "data", max_length, chunks)
     recipe = out / "minilm-prune-distill.yaml"
-    recipe.write_text(MINILM_RECIPE.replace("EPOCHS", str(epochs)))
+    recipe.write_text(MINILM_RECIPE.replace("EPOCHS", str(epochs)).replace("LR", str(lr)))
     source = str(minilm_folder())
     jobs = {"minilm-fp32": {"source": source, "recipe": "fp32", "calib": calib, "eval": held_out},
             "minilm-prune30-distill": {"source": source, "recipe": recipe, "calib": calib, "eval": held_out}}
@@ -144,16 +169,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=4, help="MiniLM distillation epochs")
+    parser.add_argument("--epochs", type=int, default=2, help="MiniLM distillation epochs")
     parser.add_argument("--max-length", type=int, default=64, help="MiniLM tokens per sentence")
+    parser.add_argument("--lr", type=float, default=5e-4, help="MiniLM distillation learning rate")
+    parser.add_argument("--sentences-only", action="store_true", help="MiniLM: train on the sentences, not paragraph chunks")
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("edgekit").setLevel(logging.INFO)  # distillation steps, losses and metrics
     cache = args.out / "cache"
     results = {}
     if args.only in (None, "digits"):
         results["digits"] = digits(args.out, cache, args.threads, args.rounds, args.runs)
     if args.only in (None, "minilm"):
         results["minilm"] = minilm(args.out, cache, args.threads, args.rounds, max(args.runs // 3, 20),
-                                   args.epochs, args.max_length)
+                                   args.epochs, args.max_length, args.lr, not args.sentences_only)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"results-{args.only or 'all'}.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, indent=2, default=str))
