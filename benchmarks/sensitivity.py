@@ -32,7 +32,7 @@ def describe(path: Path, names: list[str]) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     shapes = {init.name: list(init.dims) for init in graph.initializer}
     order = weight_matmuls(path)
-    inputs = {node.name: node.input[1] for node in graph.node}
+    inputs = {node.name: node.input[1] for node in graph.node if node.op_type == "MatMul"}
     return [f"{name} (weight MatMul #{order.index(name)} of {len(order)}, weight {shapes[inputs[name]]})" for name in names]
 
 
