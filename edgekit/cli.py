@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -40,6 +41,11 @@ def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """edgekit: take a trained model to an edge device as a measured package."""
     ctx.meta["debug"] = debug
     from edgekit.console import setup_logging
+
+    if not (verbose or debug):  # keep backends' own chatter off the terminal
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # absl/TF C++ INFO lines of the LiteRT converter
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
 
     setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
                   logging.INFO if verbose else logging.WARNING)

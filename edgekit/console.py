@@ -140,12 +140,13 @@ def show_auto(auto: dict) -> None:
 
 def show_bench(results: list[dict]) -> None:
     table = Table(title="edgekit bench")
-    for column in ("package", "target", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",
+    for column in ("package", "target", "runtime", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",
                    "p99 ms", "mean ms", "throughput/s", "peak RSS MB"):
-        table.add_column(column, justify="left" if column in ("package", "target", "precision") else "right")
+        table.add_column(column, justify="left" if column in ("package", "target", "runtime", "precision") else "right")
     for r in results:
         lat = r["latency_ms"]
-        table.add_row(r["package"], r["target"], r["precision"], _size(r["file_bytes"]), _ms(r["load_ms"]),
+        runtime = f"{r['runtime']} {r['conditions'].get('runtime_version', '')}"
+        table.add_row(r["package"], r["target"], runtime, r["precision"], _size(r["file_bytes"]), _ms(r["load_ms"]),
                       _ms(r["first_run_ms"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
                       f"{r['throughput_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}")
     out.print(table)
@@ -155,8 +156,7 @@ def show_bench(results: list[dict]) -> None:
 def conditions_line(conditions: dict) -> str:
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in conditions["input_shapes"].items())
     return (f"conditions: threads {conditions['threads']}, batch {conditions['batch']}, {conditions['warmup']} warm-up + "
-            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}), "
-            f"{conditions.get('runtime_version', '')}")
+            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']})")
 
 
 def show_inspect(summary: dict) -> None:
@@ -197,12 +197,17 @@ def show_recipes(rows: list[dict]) -> None:
 
 def show_demo(rows: list[dict]) -> None:
     table = Table(title="edgekit demo: digits CNN (scikit-learn digits, held-out split)")
-    for column in ("target", "precision", "recipe", "size", "p50 ms", "mean ms", "accuracy", "source acc.", "top-1 agree"):
+    for column in ("target", "runtime", "precision", "recipe", "size", "p50 ms", "mean ms", "accuracy", "source acc.",
+                   "top-1 agree"):
         table.add_column(column, justify="left" if column in ("target", "precision", "recipe") else "right")
     for row in rows:
-        table.add_row(row["target"], row["precision"], row["recipe"], _size(row["file_bytes"]), _ms(row["p50_ms"]),
+        if "error" in row:
+            table.add_row(row["target"], "", row["precision"], row["recipe"], escape(f"failed: {row['error']}"))
+            continue
+        table.add_row(row["target"], row["runtime"], row["precision"], row["recipe"], _size(row["file_bytes"]), _ms(row["p50_ms"]),
                       _ms(row["mean_ms"]), f"{row['accuracy']:.4f}", f"{row['reference_accuracy']:.4f}",
                       f"{row['top1_agreement']:.4f}")
     out.print(table)
-    if rows:
-        out.print(conditions_line(rows[0]["conditions"]))
+    measured = [row for row in rows if "conditions" in row]
+    if measured:
+        out.print(conditions_line(measured[0]["conditions"]))

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from edgekit.bench import bench
 from edgekit.compiler import compile
-from edgekit.errors import UserError
+from edgekit.errors import EdgekitError, UserError
 from edgekit.spec import TensorSpec
 from edgekit.target import all_targets
 
 log = logging.getLogger("edgekit")
 DEMO_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "digits_cnn.py"
 DEMO_INPUT = TensorSpec("image", ("batch", 1, 32, 32), "float32")
+DEMO_PRECISIONS = ("fp32", "int8")
 
 
 def run_demo(output: Path, runs: int, threads: int | None, cache_dir: Path | None, display=None) -> list[dict]:
@@ -32,16 +33,25 @@ def run_demo(output: Path, runs: int, threads: int | None, cache_dir: Path | Non
         if target.device not in ("cpu", "mobile") or why:
             log.info("demo: skipping %s (%s)", target.name, why or f"device {target.device}")
             continue
-        for precision, recipe in target.recipes.items():
+        for precision in DEMO_PRECISIONS:
+            recipe = target.recipes.get(precision)
+            if recipe is None:
+                continue
             package = output / f"{target.name}-{precision}"
             log.info("demo: compiling for %s with %s", target.name, recipe)
-            result = compile(f"{DEMO_SCRIPT}:build", target.source, package, recipe, calib, evaluation,
-                             (DEMO_INPUT,), cache_dir, bench_runs=10, threads=threads,
-                             progress=display, instruments=(display,) if display else ())
+            try:
+                result = compile(f"{DEMO_SCRIPT}:build", target.source, package, recipe, calib, evaluation,
+                                 (DEMO_INPUT,), cache_dir, bench_runs=10, threads=threads,
+                                 progress=display, instruments=(display,) if display else ())
+            except EdgekitError as error:
+                log.warning("demo: %s %s failed: %s", target.name, precision, error)
+                rows.append({"target": target.name, "precision": precision, "recipe": recipe, "error": str(error)})
+                continue
             fidelity = result.manifest["metrics"]["fidelity"]
             measured = bench([package], threads=threads, runs=runs, warmup=max(runs // 10, 5))[0]
             rows.append({
                 "target": target.name, "precision": precision, "recipe": recipe, "package": str(package),
+                "runtime": f"{measured['runtime']} {measured['conditions']['runtime_version']}",
                 "file_bytes": measured["file_bytes"], "p50_ms": measured["latency_ms"]["p50"],
                 "mean_ms": measured["latency_ms"]["mean"], "accuracy": fidelity["accuracy"],
                 "reference_accuracy": fidelity["reference_accuracy"], "top1_agreement": fidelity["top1_agreement"],
