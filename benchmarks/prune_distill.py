@@ -169,10 +169,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=2, help="MiniLM distillation epochs")
+    parser.add_argument("--epochs", type=int, default=4, help="MiniLM distillation epochs")
     parser.add_argument("--max-length", type=int, default=64, help="MiniLM tokens per sentence")
-    parser.add_argument("--lr", type=float, default=5e-4, help="MiniLM distillation learning rate")
-    parser.add_argument("--sentences-only", action="store_true", help="MiniLM: train on the sentences, not paragraph chunks")
+    parser.add_argument("--lr", type=float, default=2e-4, help="MiniLM distillation learning rate")
+    parser.add_argument("--chunks", action="store_true", help="MiniLM: train on paragraph chunks besides the sentences")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("edgekit").setLevel(logging.INFO)  # distillation steps, losses and metrics
@@ -182,7 +182,7 @@ def main() -> None:
         results["digits"] = digits(args.out, cache, args.threads, args.rounds, args.runs)
     if args.only in (None, "minilm"):
         results["minilm"] = minilm(args.out, cache, args.threads, args.rounds, max(args.runs // 3, 20),
-                                   args.epochs, args.max_length, args.lr, not args.sentences_only)
+                                   args.epochs, args.max_length, args.lr, args.chunks)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"results-{args.only or 'all'}.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, indent=2, default=str))
