@@ -132,7 +132,12 @@ def _quantize(q: Any, float_module: Any, chosen: Any, config: QuantizeIncConfig,
         module = export(copy.deepcopy(float_module), examples, dynamic_shapes=shapes)
     else:
         module = copy.deepcopy(float_module)
-    prepared = q.prepare(module, chosen, example_inputs=_awq_examples(examples) if config.method == "awq" else examples)
+    example_inputs = _awq_examples(examples) if config.method == "awq" else examples
+    try:
+        prepared = q.prepare(module, chosen, example_inputs=example_inputs)
+    except IndexError as error:  # INC's static path is torchao's x86 quantizer, which fails on BERT graphs
+        raise UnsupportedOnTarget(f"quantize-inc {config.method}: INC cannot annotate this graph (IndexError: {error}); "
+                                  "use quantize-dynamic or quantize-static on ONNX, or quantize-nncf") from None
     calibrate(prepared, model, ctx, config.calibration_samples, "quantize-inc")
     return q.convert(prepared)
 
