@@ -11,6 +11,7 @@ from edgekit import macs
 from edgekit.errors import MissingBackend, UserError
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
+from edgekit.passes.reconstruct import reconstruct_linears
 from edgekit.training import batches, first_output
 
 Importance = Literal["l1", "l2", "bn-scale", "taylor"]
@@ -30,7 +31,9 @@ class PruneStructuredConfig:
     heads_ratio: float = field(default=0.0, metadata={"range": (0.0, 0.95)})  # fraction of attention heads removed
     max_layer_ratio: float = field(default=0.9, metadata={"range": (0.0, 1.0)})  # no layer loses more (global scope)
     round_to: int = field(default=1, metadata={"range": (1, 1024)})  # keep channel counts multiples of this
-    calibration_batches: int = field(default=4, metadata={"range": (1, 10_000)})  # for taylor importance
+    calibration_batches: int = field(default=4, metadata={"range": (1, 10_000)})  # for taylor importance and reconstruct
+    # refit Linear layers that lost inputs by least squares on --calib data (recovers accuracy before any training)
+    reconstruct: bool = False
     batch_size: int = field(default=16, metadata={"range": (1, 65_536)})
 
 
@@ -52,8 +55,10 @@ class PruneStructured(Pass):
     def run(self, model: Model, config: PruneStructuredConfig, ctx: Context) -> Model:
         if config.ratio == 0.0 and config.target_macs_ratio == 0.0 and config.heads_ratio == 0.0:
             raise UserError("prune-structured: ratio, target_macs_ratio and heads_ratio are all 0: nothing to prune")
-        if config.importance == "taylor" and ctx.calibration is None:
-            raise UserError("prune-structured: importance 'taylor' needs data: give --calib DATA")
+        needing_data = [what for what, used in (("importance 'taylor'", config.importance == "taylor"),
+                                                ("reconstruct", config.reconstruct)) if used]
+        if needing_data and ctx.calibration is None:
+            raise UserError(f"prune-structured: {' and '.join(needing_data)} needs data: give --calib DATA")
         examples = model.example_inputs
         before = macs.summary(model.module, examples)
         if config.target_macs_ratio:
@@ -63,6 +68,10 @@ class PruneStructured(Pass):
         after = macs.summary(module, examples)
         _check_outputs(model, module)
         report = {"pass": self.name, "channel_ratio": ratio, **macs.compare(before, after)}
+        if config.reconstruct:
+            residuals = reconstruct_linears(model.module, module, ctx.calibration, model.inputs, config.batch_size,
+                                            config.calibration_batches)
+            report["reconstructed"] = {name: round(value, 5) for name, value in residuals.items()}
         ctx.logger.info("prune-structured: MACs %d → %d (%.2fx), params %d → %d", before["macs"], after["macs"],
                         before["macs"] / max(after["macs"], 1), before["params"], after["params"])
         return model.derive(module=module, meta={"reports": [*model.meta.get("reports", []), report]})
