@@ -174,9 +174,13 @@ class Verdict:
 
 
 def resolve_metric(metrics: dict, metric: str) -> str:
-    """`auto` → top1 for classifier outputs (batch × classes), else cosine."""
+    """`auto` → top1 when labelled data scored a classifier (batch × classes), else cosine to the source.
+
+    Without labels a 2-D output may as well be an embedding ([batch, 384] for MiniLM), where
+    arg-max agreement means nothing; cosine fits both.
+    """
     if metric == "auto":
-        return "top1" if "top1_agreement" in metrics else "cosine"
+        return "top1" if "accuracy" in metrics else "cosine"
     return metric
 
 

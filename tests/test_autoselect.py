@@ -70,9 +70,11 @@ def test_choose_on_measured_candidates(auto_run):
 
 
 def test_default_tolerance_and_its_limits():
-    classifier = {"top1_agreement": 1.0, "cosine_mean": 1.0}
+    classifier = {"top1_agreement": 1.0, "cosine_mean": 1.0, "accuracy": 0.9, "reference_accuracy": 0.9}
     assert tolerance_for(None, classifier) == (Evaluation("top1", 0.01), True)
     assert tolerance_for(None, {"cosine_mean": 1.0}) == (Evaluation("cosine", 0.01), True)
+    unlabelled = {"top1_agreement": 1.0, "cosine_mean": 1.0}  # a 2-D output without labels may be an embedding
+    assert tolerance_for(None, unlabelled) == (Evaluation("cosine", 0.01), True)
     assert tolerance_for(Evaluation("cosine", 0.05), classifier) == (Evaluation("cosine", 0.05), False)
     with pytest.raises(UserError, match="metric mse needs a tolerance: give --max-drop"):
         tolerance_for(Evaluation("mse"), classifier)
