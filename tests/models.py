@@ -187,3 +187,21 @@ def tiny_bert():
     """Factory for `tests/models.py:tiny_bert`."""
     torch.manual_seed(0)
     return TinyBert().eval(), (torch.randint(0, 100, (2, 8)),)
+
+
+class MaskedPool(nn.Module):
+    """A Linear + LayerNorm over tokens, mean-pooled under an int64 mask cast to float (as in BERT poolers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.unsqueeze(-1).float()
+        hidden = self.norm(self.proj(tokens)) * weights
+        return hidden.sum(dim=1) / weights.sum(dim=1)
+
+
+def masked_pool():
+    return seeded(MaskedPool), (torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.int64))

@@ -62,6 +62,8 @@ class ConvertFp16(Pass):
         if config.keep_io_types:
             _float_outputs(converted, {o.name for o in graph.graph.output
                                        if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
+        blocked = set(float16.DEFAULT_OP_BLOCK_LIST) | set(config.keep_fp32_ops)
+        _graph_casts_to_fp16(converted, blocked, set(config.keep_fp32_nodes))
         out = ctx.step_dir("convert-fp16") / "model.onnx"
         onnx.save(converted, str(out), save_as_external_data=len(model.files) > 1, location=f"{out.stem}.data")
         files = onnx_files(out)
@@ -97,3 +99,39 @@ def _float_outputs(model, float_names: set[str]) -> None:
             graph.node.append(onnx.helper.make_node("Cast", [f"{output.name}_fp16"], [output.name],
                                                     name=f"{output.name}_to_fp32", to=onnx.TensorProto.FLOAT))
         tensor.elem_type = onnx.TensorProto.FLOAT
+
+
+def _graph_casts_to_fp16(model, blocked_ops: set[str], blocked_nodes: set[str]) -> None:
+    """Give fp16 compute an fp16 copy of each of the graph's own Cast(to=float) results.
+
+    onnxconverter-common 1.16 leaves those Casts alone, so a mask cast from int64 to float
+    (all-MiniLM-L6-v2's attention mask) met an fp16 tensor in a Mul and ORT refused the graph.
+    Readers kept in fp32 (blocked ops and nodes, further Casts) keep reading the float result.
+    """
+    import onnx
+
+    graph = model.graph
+    outputs = {output.name for output in graph.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for node in list(graph.node):
+        to = next((a for a in node.attribute if a.name == "to"), None)
+        if node.op_type != "Cast" or to is None or to.i != onnx.TensorProto.FLOAT:
+            continue
+        result = node.output[0]
+        half = [c for c in readers.get(result, [])
+                if c.op_type not in blocked_ops and c.name not in blocked_nodes and c.op_type != "Cast"]
+        if not half:
+            continue
+        if len(half) == len(readers[result]) and result not in outputs:
+            to.i = onnx.TensorProto.FLOAT16
+            continue
+        copy = f"{result}_fp16"
+        graph.node.append(onnx.helper.make_node("Cast", [node.input[0]], [copy], name=f"{node.name}_fp16",
+                                                to=onnx.TensorProto.FLOAT16))
+        for consumer in half:
+            for index, name in enumerate(consumer.input):
+                if name == result:
+                    consumer.input[index] = copy

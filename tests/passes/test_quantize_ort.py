@@ -200,3 +200,24 @@ def test_fp16_keeps_io_and_fragile_ops_in_fp32(onnx_models, tmp_path):
     assert max_abs <= 1e-2, max_abs
     with pytest.raises(UserError, match="already converted to float16"):
         _run("convert-fp16", result.path, TOKEN_DATA, tmp_path)
+
+
+def test_fp16_mask_cast_feeding_fp16_and_fp32_readers(tmp_path):
+    """A graph Cast(int64 → float) read by an fp16 Mul and an fp32-kept ReduceSum: ORT loads it, max abs ≤ 1e-2."""
+    from models import masked_pool
+
+    module, (tokens, mask) = masked_pool()
+    path = tmp_path / "masked.onnx"
+    torch.onnx.export(module, (tokens, mask), str(path), dynamo=True, input_names=["tokens", "mask"],
+                      output_names=["out"], external_data=False)
+    rng = np.random.default_rng(0)
+    token_rows = rng.standard_normal((8, 2, 4, 8)).astype(np.float32)
+    mask_rows = (rng.random((8, 2, 4)) > 0.3).astype(np.int64)
+    mask_rows[..., 0] = 1
+    data = Dataset({"tokens": token_rows, "mask": mask_rows}, None, "seeded")
+    result = _run("convert-fp16", path, data, tmp_path)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for tokens_row, mask_row in zip(token_rows, mask_rows):
+        want = module(torch.from_numpy(tokens_row), torch.from_numpy(mask_row)).detach().numpy()
+        got = session.run(None, {"tokens": tokens_row, "mask": mask_row})[0]
+        assert np.abs(got - want).max() <= 1e-2
