@@ -13,7 +13,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
-from edgekit.errors import FidelityError
+from edgekit.errors import FidelityError, UserError
 from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
 from edgekit.model import Model
@@ -49,6 +49,9 @@ def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
 def plan(source: str | Path, target: str | Path, recipe: str | Path | None = None,
          inputs: tuple[TensorSpec, ...] = ()) -> Plan:
     """The steps `compile` would run (conversions inserted), without running them."""
+    if str(recipe) == "auto":
+        raise UserError("--recipe auto compiles and measures every candidate recipe, so it has no single plan: "
+                        "dry-run a candidate instead (see `edgekit recipes` and the target's `recipes:`)")
     chosen_target = load_target(target)
     chosen_recipe = recipe_for(chosen_target, recipe)
     return make_plan(ingest(source, inputs), chosen_recipe, chosen_target)

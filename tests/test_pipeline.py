@@ -80,3 +80,8 @@ def test_unknown_pass_in_recipe_names_file_step_and_suggestion(tmp_path, cnn_onn
     recipe.write_text("steps:\n  - pass: optimize-onnx\n  - pass: quantise-static\n")
     with pytest.raises(UserError, match=r"typo.yaml, step 2: unknown pass 'quantise-static' \(did you mean 'quantize-static'\?\)"):
         plan(cnn_onnx, "cpu-ort", recipe)
+
+
+def test_auto_has_no_single_plan(cnn_onnx):
+    with pytest.raises(UserError, match="--recipe auto compiles and measures every candidate recipe"):
+        plan(cnn_onnx, "cpu-ort", "auto")
