@@ -124,11 +124,17 @@ def _percentile(ordered: list[float], pct: float) -> float:
 
 
 def _runtime_version(runtime: str) -> str:
+    """The runtime package's version; by its module when another wheel provides it (onnxruntime-gpu)."""
+    import importlib
     from importlib.metadata import PackageNotFoundError, version
 
     from edgekit.runtime import backend_module
 
+    package = backend_module(runtime).PACKAGE
     try:
-        return version(backend_module(runtime).PACKAGE)
+        return version(package)
     except PackageNotFoundError:
-        return "unknown"
+        try:
+            return str(importlib.import_module(package.replace("-", "_")).__version__)
+        except (ImportError, AttributeError):
+            return "unknown"
