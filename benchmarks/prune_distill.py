@@ -29,11 +29,11 @@ sys.path.insert(0, str(HERE))
 
 DIGITS = f"{HERE / 'digits_cnn.py'}:build"
 MINILM_RECIPE = """name: minilm-prune-distill
-description: 30% of the MLP width of every layer, distilled on pydoc sentences (MSE on embeddings).
+description: 30% of the MLP width of every layer, FFN outputs refit by least squares, distilled on pydoc sentences (MSE).
 precision: fp32
 steps:
   - pass: prune-structured
-    with: {ratio: 0.3, layers: ["*intermediate.dense"], importance: l2}
+    with: {ratio: 0.3, layers: ["*intermediate.dense"], importance: l2, reconstruct: true, calibration_batches: 16}
   - pass: distill
     with: {kl_weight: 0.0, mse_weight: 1.0, lr: LR, epochs: EPOCHS, batch_size: 16, eval_every: 20}
 evaluate:
