@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-WIDE = 160  # when output is a pipe or file, do not squeeze tables into 80 columns
+WIDE = 200  # when output is a pipe or file, do not squeeze tables into 80 columns
 out = Console(width=None if Console().is_terminal else WIDE)
 err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else WIDE)
 
