@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
+from edgekit.catalog import builtin_names
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
-from edgekit.errors import FidelityError, UserError
+from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
 from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
 from edgekit.model import Model
@@ -26,6 +28,7 @@ from edgekit.spec import TensorSpec
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
+PRECISION_NAME = re.compile(r"(fp|int|bf)\d+")  # `--recipe int8` means the target's recipe for that precision
 SYNTHETIC_SAMPLES = 32
 FIDELITY_FEEDS = 8
 
@@ -43,6 +46,9 @@ def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     name = str(recipe or target.default_recipe)
+    if name not in target.recipes and PRECISION_NAME.fullmatch(name) and name not in builtin_names("recipes"):
+        offered = ", ".join(f"{precision} ({chosen})" for precision, chosen in target.recipes.items())
+        raise UnsupportedOnTarget(f"target {target.name} has no {name} recipe; it offers {offered}")
     return load_recipe(target.recipes.get(name, name))
 
 

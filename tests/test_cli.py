@@ -4,8 +4,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import CNN_INPUT
+
 from edgekit.cli import main
 
 
@@ -57,7 +57,10 @@ def test_targets_and_recipes_listings():
 @pytest.mark.parametrize("args, message", [
     (["compile", "missing.onnx", "-t", "cpu-ort"], "error: model not found: missing.onnx"),
     (["compile", "{cnn}", "-t", "cpu-or", "--input", CNN_INPUT], "error: unknown target 'cpu-or' (did you mean 'cpu-ort'?)"),
-    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int9", "--input", CNN_INPUT], "error: unknown recipe 'int9'"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int9", "--input", CNN_INPUT],
+     "error: target cpu-ort has no int9 recipe; it offers fp32 (fp32)"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int8-statc", "--input", CNN_INPUT],
+     "error: unknown recipe 'int8-statc' (did you mean 'int8-static'?)"),
     (["compile", "{cnn}", "-t", "cpu-ort", "--input", "image:1x3x8x8"], "error: the model failed on inputs image:1x3x8x8"),
     (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--calib", "{bad_data}"], "input 'image': dim 3 is 9"),
     (["compile", "{broken}", "-t", "cpu-ort"], "broken_factory() raised RuntimeError: weights file is gone"),
@@ -66,7 +69,6 @@ def test_targets_and_recipes_listings():
 ])
 def test_user_mistakes_are_one_line_without_traceback(args, message, cnn_source, tmp_path):
     import numpy as np
-
     from conftest import MODELS
 
     bad_data = tmp_path / "bad.npz"

@@ -85,3 +85,14 @@ def test_unknown_pass_in_recipe_names_file_step_and_suggestion(tmp_path, cnn_onn
 def test_auto_has_no_single_plan(cnn_onnx):
     with pytest.raises(UserError, match="--recipe auto compiles and measures every candidate recipe"):
         plan(cnn_onnx, "cpu-ort", "auto")
+
+
+def test_precision_the_target_lacks_lists_what_it_offers(cnn_source):
+    with pytest.raises(UnsupportedOnTarget, match=r"target mobile-tflite has no int4 recipe; it offers fp32 \(fp32\), "
+                                                  r"fp16 \(fp16-tflite\), int8 \(int8-tflite\)"):
+        plan(cnn_source, "mobile-tflite", "int4", CNN)
+
+
+def test_folder_without_config_is_not_a_model(tmp_path):
+    with pytest.raises(UserError, match="is a folder without config.json: not a Hugging Face model folder"):
+        plan(tmp_path, "cpu-ort", "fp32")

@@ -34,7 +34,9 @@ def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = ()) -> Mode
     path = Path(text)
     if not path.exists():
         raise UserError(f"model not found: {path}")
-    if path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is a folder without config.json: not a Hugging Face model folder")
         from edgekit.ingest.hf import read_hf_folder
 
         return read_hf_folder(path, input_specs)

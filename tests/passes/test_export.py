@@ -47,8 +47,9 @@ def test_scripted_module_falls_back_and_says_why(tmp_path):
 
 
 def test_no_fallback_gives_one_clear_error(tmp_path):
-    from edgekit.errors import UserError
     from models import tiny_cnn
+
+    from edgekit.errors import UserError
 
     module, examples = tiny_cnn()
     path = tmp_path / "cnn.pt"
