@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/edgekit demo
 
 test: install
+	$(BIN)/ruff check edgekit tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: install
