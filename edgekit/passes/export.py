@@ -71,7 +71,7 @@ def _export(model: Model, out, exporter: str, config: ExportOnnxConfig) -> None:
             dims = {}
             shapes = {}
             for name, axes in symbolic.items():
-                shapes[name] = {axis: dims.setdefault(dim, torch.export.Dim(_dim_name(dim))) for axis, dim in axes.items()} or None
+                shapes[name] = {axis: dims.setdefault(dim, torch.export.Dim(dim_name(dim))) for axis, dim in axes.items()} or None
             if model.format is Format.EXPORTED:
                 shapes = None  # the program carries its own dynamic dims
             torch.onnx.export(
@@ -92,7 +92,8 @@ def _export(model: Model, out, exporter: str, config: ExportOnnxConfig) -> None:
             )
 
 
-def _dim_name(dim: str) -> str:
+def dim_name(dim: str) -> str:
+    """A symbolic dim's name as a valid torch.export Dim name."""
     return dim if dim.isidentifier() else "d_" + "".join(c if c.isalnum() else "_" for c in dim)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from edgekit.errors import UserError
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context
+from edgekit.passes.export import dim_name
 from edgekit.spec import TensorSpec
 
 EXAMPLE_SIZE = 2  # a symbolic dim's size in the examples: torch.export specialises dims of size 1
@@ -35,7 +36,7 @@ def export_inputs(model: Model, dynamic: bool) -> tuple[tuple, tuple | None]:
         dtype = getattr(torch, spec.dtype)
         examples.append(torch.randn(shape, generator=generator).to(dtype) if dtype.is_floating_point
                         else torch.zeros(shape, dtype=dtype))
-        axes = {axis: dims.setdefault(dim, torch.export.Dim(_dim_name(dim))) for axis, dim in enumerate(spec.shape)
+        axes = {axis: dims.setdefault(dim, torch.export.Dim(dim_name(dim))) for axis, dim in enumerate(spec.shape)
                 if isinstance(dim, str)}
         shapes.append(axes or None)
     dynamic_shapes = tuple(shapes) if dynamic and dims else None
@@ -45,10 +46,6 @@ def export_inputs(model: Model, dynamic: bool) -> tuple[tuple, tuple | None]:
 def static_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
     """The specs with every symbolic dim fixed to 1 (what a static export of them accepts)."""
     return tuple(TensorSpec(spec.name, spec.concrete_shape(default=1), spec.dtype) for spec in specs)
-
-
-def _dim_name(dim: str) -> str:
-    return dim if dim.isidentifier() else "d_" + "".join(c if c.isalnum() else "_" for c in dim)
 
 
 def calibrated(model: Model, quantizer, examples: tuple, dynamic_shapes: tuple | None, samples: int, ctx: Context,
@@ -62,13 +59,22 @@ def calibrated(model: Model, quantizer, examples: tuple, dynamic_shapes: tuple |
 
     if ctx.calibration is None:
         raise UserError(f"{pass_name} needs calibration data: give --calib DATA")
-    data = ctx.calibration.head(samples)
     graph = torch.export.export(torch_module(model), examples, dynamic_shapes=dynamic_shapes).module()
     prepared = prepare_pt2e(graph, quantizer)
+    calibrate(prepared, model, ctx, samples, pass_name)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+def calibrate(module: Any, model: Model, ctx: Context, samples: int, name: str) -> None:
+    """Run `module` on up to `samples` calibration feeds, advancing the progress bar."""
+    import torch
+
+    if ctx.calibration is None:
+        raise UserError(f"{name} needs calibration data: give --calib DATA")
+    data = ctx.calibration.head(samples)
     ctx.progress.start("calibrating", len(data))
     with torch.no_grad():
         for feed in data.feeds():
-            prepared(*(torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs))
+            module(*[torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs])
             ctx.progress.advance()
     ctx.progress.finish()
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from edgekit.errors import MissingBackend, UnsupportedOnTarget, UserError
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
-from edgekit.passes.quantize_pt2e import calibrate, export_program
+from edgekit.passes.pt2e import calibrate
+from edgekit.passes.quantize_pt2e import export_program
 
 WEIGHT_ONLY = ("rtn", "gptq", "awq")
 TUNING_FEEDS = 32

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from edgekit.errors import EdgekitError, MissingBackend, UnsupportedOnTarget, UserError
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
+from edgekit.passes.pt2e import calibrate, torch_module
 
 LOGGERS = ("torch.export", "torch._dynamo", "torch.fx", "torchao")
 
@@ -67,28 +68,12 @@ def export_program(model: Model, module: Any = None) -> Any:
     """torch.export of `module` (default: the model's own) on its examples, symbolic dims kept dynamic."""
     import torch
 
-    module = module if module is not None else (model.module.module() if model.format is Format.EXPORTED else model.module)
+    module = module if module is not None else torch_module(model)
     if model.example_inputs is None:
         raise UserError("quantize-pt2e: the model has no example inputs to export it with")
     shapes = tuple({axis: torch.export.Dim.DYNAMIC for axis, dim in enumerate(spec.shape) if isinstance(dim, str)} or None
                    for spec in model.inputs)
     return torch.export.export(module, tuple(model.example_inputs), dynamic_shapes=shapes)
-
-
-def calibrate(module: Any, model: Model, ctx: Context, samples: int, name: str) -> None:
-    """Run `module` on up to `samples` calibration feeds, advancing the progress bar."""
-    import numpy as np
-    import torch
-
-    if ctx.calibration is None:
-        raise UserError(f"{name} needs calibration data: give --calib DATA")
-    data = ctx.calibration.head(samples)
-    ctx.progress.start("calibrating", len(data))
-    with torch.no_grad():
-        for feed in data.feeds():
-            module(*[torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs])
-            ctx.progress.advance()
-    ctx.progress.finish()
 
 
 class QuantizePt2e(Pass):
