@@ -217,9 +217,15 @@ class FidelityCheck:
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
         self.feeds = feeds
+        self._last: tuple[Model, list[list[np.ndarray]]] | None = None  # the last checked output: the next step's input
 
     def before_step(self, step, model: Model) -> None:
         pass
+
+    def _outputs(self, model: Model) -> list[list[np.ndarray]]:
+        if self._last is not None and self._last[0] is model:
+            return self._last[1]
+        return collect(runner_for(model), self.feeds)
 
     def after_step(self, step, before: Model, after: Model, record) -> None:
         from edgekit.passes.base import get_pass
@@ -227,7 +233,9 @@ class FidelityCheck:
         tolerance = get_pass(step.step.pass_name).tolerance
         if tolerance is None or record.cached or not self.feeds:
             return
-        metrics = compare(collect(runner_for(before), self.feeds), collect(runner_for(after), self.feeds))
+        produced = collect(runner_for(after), self.feeds)
+        metrics = compare(self._outputs(before), produced)
+        self._last = (after, produced)
         record.details["fidelity"] = metrics
         if str(before.meta.get("precision", "fp32")).startswith("int"):
             # converting a quantized model swaps PyTorch's float emulation of Q/DQ for the runtime's integer

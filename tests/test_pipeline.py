@@ -96,3 +96,33 @@ def test_precision_the_target_lacks_lists_what_it_offers(cnn_source):
 def test_folder_without_config_is_not_a_model(tmp_path):
     with pytest.raises(UserError, match="is a folder without config.json: not a Hugging Face model folder"):
         plan(tmp_path, "cpu-ort", "fp32")
+
+
+def test_fidelity_check_stops_a_step_that_changes_the_outputs(cnn_onnx, tmp_path):
+    """A pass promising 1e-4 (optimize-onnx) whose output drifts (one weight scaled by 1.1) stops the compile."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.errors import FidelityError
+    from edgekit.evaluate import FidelityCheck
+    from edgekit.ingest import ingest
+    from edgekit.model import Format
+    from edgekit.passes.base import get_pass
+    from edgekit.pipeline import PlannedStep, StepRecord
+    from edgekit.recipe import Step
+
+    graph = onnx.load(str(cnn_onnx))
+    weight = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.1, weight.name))
+    drifted_path = tmp_path / "drifted.onnx"
+    onnx.save(graph, str(drifted_path))
+    source, drifted = ingest(cnn_onnx), ingest(drifted_path)
+    step = PlannedStep(Step("optimize-onnx", get_pass("optimize-onnx").Config()), "recipe", Format.ONNX, Format.ONNX)
+    feeds = [{"image": np.random.default_rng(i).standard_normal((2, 1, 8, 8)).astype(np.float32)} for i in range(4)]
+    check = FidelityCheck(feeds)
+    same = StepRecord("optimize-onnx", "recipe", 0.0, False, None)
+    check.after_step(step, source, ingest(cnn_onnx), same)
+    assert same.details["fidelity"]["max_rel"] == 0.0
+    with pytest.raises(FidelityError, match=r"step 'optimize-onnx' changed the outputs by .* over its tolerance 1e-04"):
+        check.after_step(step, source, drifted, StepRecord("optimize-onnx", "recipe", 0.0, False, None))
