@@ -83,3 +83,14 @@ def cnn_package(tmp_path_factory, cnn_source, cnn_data) -> Path:
     out = tmp_path_factory.mktemp("pkg") / "cnn-fp32"
     compile(cnn_source, "cpu-ort", out, "fp32", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),), bench_runs=3)
     return out
+
+
+def compile_cnn(tmp_path_factory, source: str, data: Path, target: str, recipe: str, name: str) -> Path:
+    """A package of the tiny CNN (symbolic batch) for `target`; all such builds share one step cache per session."""
+    from edgekit.compiler import compile
+    from edgekit.spec import parse_input_spec
+
+    out = tmp_path_factory.mktemp(target) / name
+    compile(source, target, out, recipe, data, data, (parse_input_spec(CNN_INPUT),),
+            cache_dir=tmp_path_factory.getbasetemp() / "step-cache", bench_runs=3)
+    return out

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CNN_INPUT
+from conftest import CNN_INPUT, compile_cnn
 from models import tiny_cnn
 
-from edgekit.compiler import compile, plan
+from edgekit.compiler import plan
 from edgekit.errors import UnsupportedOnTarget, UserError
 from edgekit.ingest import ingest
 from edgekit.passes.base import Context
@@ -28,21 +28,14 @@ INT8_MIN_COSINE = 0.999  # per sample, tiny CNN on its own seeded data
 INT8_MIN_TOP1 = 0.95
 
 
-def _build(tmp_path_factory, source, data, recipe: str, name: str) -> Path:
-    out = tmp_path_factory.mktemp("tflite") / name
-    compile(source, "mobile-tflite", out, recipe, data, data, (parse_input_spec(CNN_INPUT),),
-            cache_dir=tmp_path_factory.getbasetemp() / "mobile-cache", bench_runs=3)
-    return out
-
-
 @pytest.fixture(scope="module")
 def fp32_package(tmp_path_factory, cnn_source, cnn_data) -> Path:
-    return _build(tmp_path_factory, cnn_source, cnn_data, "fp32", "cnn-fp32")
+    return compile_cnn(tmp_path_factory, cnn_source, cnn_data, "mobile-tflite", "fp32", "cnn-fp32")
 
 
 @pytest.fixture(scope="module")
 def int8_package(tmp_path_factory, cnn_source, cnn_data) -> Path:
-    return _build(tmp_path_factory, cnn_source, cnn_data, "int8", "cnn-int8")
+    return compile_cnn(tmp_path_factory, cnn_source, cnn_data, "mobile-tflite", "int8", "cnn-int8")
 
 
 def _images(cnn_data: Path) -> np.ndarray:

@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CNN_INPUT
+from conftest import compile_cnn
 from models import tiny_cnn
 
-from edgekit.compiler import compile
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
 from edgekit.model import Format
 from edgekit.runtime import load
 from edgekit.runtime.executorch import probe
-from edgekit.spec import parse_input_spec
 
 FP32_RTOL = 1e-4
 
@@ -25,10 +23,7 @@ FP32_RTOL = 1e-4
 @pytest.fixture(scope="module")
 def package(tmp_path_factory, cnn_source, cnn_data) -> Path:
     """An fp32 mobile-executorch package of the tiny CNN; the lowering is cached per session."""
-    out = tmp_path_factory.mktemp("executorch-rt") / "cnn-fp32"
-    compile(cnn_source, "mobile-executorch", out, "fp32", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
-            cache_dir=tmp_path_factory.getbasetemp() / "mobile-cache", bench_runs=3)
-    return out
+    return compile_cnn(tmp_path_factory, cnn_source, cnn_data, "mobile-executorch", "fp32", "cnn-fp32")
 
 
 def _image(seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CNN_INPUT
+from conftest import compile_cnn
 from models import tiny_cnn
 
 from edgekit.compiler import compile
@@ -27,10 +27,7 @@ FP32_RTOL = 1e-4
 @pytest.fixture(scope="module")
 def package(tmp_path_factory, cnn_source, cnn_data) -> Path:
     """An fp32 mobile-tflite package of the tiny CNN (symbolic batch); the conversion is cached per session."""
-    out = tmp_path_factory.mktemp("tflite-rt") / "cnn-fp32"
-    compile(cnn_source, "mobile-tflite", out, "fp32", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
-            cache_dir=tmp_path_factory.getbasetemp() / "mobile-cache", bench_runs=3)
-    return out
+    return compile_cnn(tmp_path_factory, cnn_source, cnn_data, "mobile-tflite", "fp32", "cnn-fp32")
 
 
 def _images(count: int, seed: int = 0) -> np.ndarray:
