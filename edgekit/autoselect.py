@@ -12,6 +12,7 @@ from typing import Any
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
 from edgekit.package import Staging, read_package
+from edgekit.passes.quantize_ort import isa_choice
 from edgekit.recipe import Evaluation, Recipe, load_recipe
 from edgekit.target import Target, load_target
 
@@ -33,33 +34,41 @@ class Candidate:
 
 
 def candidates(target: Target) -> list[Candidate]:
-    """The target's recipes (its `recipes:` mapping) plus variants: dynamic int8 and each static calibration method.
+    """The target's recipes (its `recipes:` mapping) plus variants: dynamic int8, each static calibration method,
+    the activation type the ISA does not favour, the target's transformer preset, and bf16 where the ISA runs it.
 
-    int4 weight-only candidates are kept here and judged by `transformer_like` once the fp32
-    candidate shows the graph.
+    int4 weight-only and transformer presets are kept here and judged by `transformer_like` once
+    the fp32 candidate shows the graph.
     """
     found: dict[str, Candidate] = {}
     expanded: set[str] = set()  # recipes tried as their calibration variants
+    isa = target.instruction_set
 
-    def add(name: str, recipe: Recipe) -> None:
-        found.setdefault(name, Candidate(name, recipe))
+    def add(name: str, recipe: Recipe | None, skipped: str = "") -> None:
+        found.setdefault(name, Candidate(name, recipe, skipped))
 
     for precision in ("fp32", *[p for p in target.precisions if p != "fp32"]):
         name = target.recipes.get(precision, precision if precision == "fp32" else None)
         if name is None:
             continue
         recipe = load_recipe(name)
+        if precision == "bf16" and not isa.bf16:
+            add(recipe.name, None, f"ISA {isa.name} has no native bf16")
+            continue
         static = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-static"), None)
         if static is not None:
             expanded.add(recipe.name)
             for method in CALIBRATION_METHODS:
-                steps = list(recipe.steps)
-                steps[static] = replace(steps[static], config=replace(steps[static].config, calibrate_method=method))
-                add(f"{recipe.name}-{method}", replace(recipe, name=f"{recipe.name}-{method}", steps=tuple(steps)))
+                add(f"{recipe.name}-{method}", _with_static(recipe, static, f"{recipe.name}-{method}", calibrate_method=method))
+            other = "int8" if isa_choice(isa)["activation_type"] == "uint8" else "uint8"
+            variant = f"{recipe.name}-minmax-{'s8' if other == 'int8' else 'u8'}"
+            add(variant, _with_static(recipe, static, variant, calibrate_method="minmax", activation_type=other))
         else:
             add(recipe.name, recipe)
         if precision == "int8" and target.format.value == "onnx":
             add("int8-dynamic", load_recipe("int8-dynamic"))
+        if precision == "int8" and target.runtime == "openvino":
+            add("int8-nncf-transformer", load_recipe("int8-nncf-transformer"))
     for name in target.recipes.values():
         recipe = load_recipe(name)
         if recipe.name not in expanded:
@@ -67,15 +76,30 @@ def candidates(target: Target) -> list[Candidate]:
     return list(found.values())
 
 
-def transformer_like(package: Path) -> tuple[bool, str]:
-    """Whether a compiled ONNX graph is MatMul-heavy (weight-only int4 pays off), with the counts."""
-    from edgekit.ingest.onnx import load_graph
+def _with_static(recipe: Recipe, index: int, name: str, **changes: Any) -> Recipe:
+    """`recipe` renamed, its quantize-static step (at `index`) with `changes` to its config."""
+    steps = list(recipe.steps)
+    steps[index] = replace(steps[index], config=replace(steps[index].config, **changes))
+    return replace(recipe, name=name, steps=tuple(steps))
 
+
+TRANSFORMER_ONLY = ("int4", "int8-nncf-transformer")  # candidates tried only on MatMul-heavy graphs
+
+
+def transformer_like(package: Path) -> tuple[bool, str]:
+    """Whether a compiled ONNX or OpenVINO graph is MatMul-heavy (weight-only int4 pays off), with the counts."""
     main = read_package(package, verify=False).main_file
-    if main.suffix != ".onnx":
-        return False, f"not an ONNX graph ({main.suffix})"
-    ops = [node.op_type for node in load_graph(main).graph.node]
-    matmuls, convs = ops.count("MatMul"), ops.count("Conv") + ops.count("Gemm")
+    if main.suffix == ".onnx":
+        from edgekit.ingest.onnx import load_graph
+
+        ops = [node.op_type for node in load_graph(main).graph.node]
+    elif main.suffix == ".xml":
+        from edgekit.runtime.openvino import core
+
+        ops = [op.get_type_name() for op in core().read_model(str(main)).get_ordered_ops()]
+    else:
+        return False, f"not an ONNX or OpenVINO graph ({main.suffix})"
+    matmuls, convs = ops.count("MatMul"), ops.count("Conv") + ops.count("Gemm") + ops.count("Convolution")
     return matmuls >= 2 and matmuls > convs, f"{matmuls} MatMul vs {convs} Conv/Gemm"
 
 
@@ -136,7 +160,10 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
     try:
         for candidate in candidates(chosen_target):
             recipe = candidate.recipe
-            if recipe is not None and recipe.precision == "int4" and records:
+            if recipe is None:
+                records.append(_record(candidate, "skipped", candidate.skipped))
+                continue
+            if (recipe.precision in TRANSFORMER_ONLY or recipe.name in TRANSFORMER_ONLY) and records:
                 fp32 = next((results[r["name"]] for r in records if r["status"] == "ok" and r["precision"] == "fp32"), None)
                 suited, why = transformer_like(fp32.package) if fp32 else (False, "no fp32 candidate to inspect")
                 if not suited:

@@ -18,6 +18,7 @@ from edgekit.data.report import data_report
 from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
 from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
+from edgekit.isa import host_cpu
 from edgekit.model import Model
 from edgekit.package import SCHEMA_VERSION, Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
@@ -58,9 +59,8 @@ def plan(source: str | Path, target: str | Path, recipe: str | Path | None = Non
     if str(recipe) == "auto":
         raise UserError("--recipe auto compiles and measures every candidate recipe, so it has no single plan: "
                         "dry-run a candidate instead (see `edgekit recipes` and the target's `recipes:`)")
-    chosen_target = load_target(target)
-    chosen_recipe = recipe_for(chosen_target, recipe)
-    return make_plan(ingest(source, inputs), chosen_recipe, chosen_target)
+    chosen_recipe = recipe_for(load_target(target), recipe)
+    return make_plan(ingest(source, inputs), chosen_recipe, load_target(target).with_runtime(chosen_recipe.runtime))
 
 
 def compile(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | Recipe | None = None,
@@ -76,8 +76,8 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
         from edgekit.autoselect import compile_auto
 
         return compile_auto(source, target, output, calib, eval, inputs, cache_dir, bench_runs, threads, progress, instruments)
-    chosen_target = load_target(target)
-    chosen_recipe = recipe_for(chosen_target, recipe)
+    chosen_recipe = recipe_for(load_target(target), recipe)
+    chosen_target = load_target(target).with_runtime(chosen_recipe.runtime)
     unavailable = chosen_target.availability()
     if unavailable:
         log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
@@ -97,7 +97,7 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     try:
         with Staging(output) as staging:
             ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
-            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS))), *instruments)
+            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), chosen_target), *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
             manifest["data"]["report"] = data_checks
@@ -137,6 +137,7 @@ def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs:
     candidate = collect(lambda feed: list(session.run(feed).values()), feeds)
     fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation.metric)
     fidelity["data"] = evaluation.origin
+    fidelity["executed_precision"] = session.execution_precision
     return {
         "fidelity": fidelity,
         "verdict": verdict(fidelity, recipe.evaluation).to_dict(),
@@ -152,6 +153,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         "edgekit": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": target.to_dict(),
+        "cpu": host_cpu().to_dict(),  # the machine the figures below were measured on
         "runtime": target.runtime,
         "format": final.format.value,
         "precision": final.meta.get("precision", the_plan.recipe.precision),
@@ -161,6 +163,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
         "reports": final.meta.get("reports", []),  # what passes measured: pruning sizes, distillation losses
         "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
+        "isa_choice": final.meta.get("isa_choice"),  # CPU-dependent choices a pass made, for the target's ISA
         "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
                    **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
         "provenance": {

@@ -9,12 +9,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekit.errors import FidelityError, UserError
 from edgekit.model import Format, Model
 from edgekit.recipe import BUILTIN_METRICS, Evaluation
+
+if TYPE_CHECKING:
+    from edgekit.target import Target
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 MetricFunction = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
@@ -26,14 +30,29 @@ RUNTIME_OF_FORMAT[Format.TFLITE] = "tflite"
 RUNTIME_OF_FORMAT[Format.EXECUTORCH] = "executorch"
 
 
-def runner_for(model: Model, threads: int | None = None) -> Runner:
-    """A function feed → outputs (in the order of `model.outputs`) for any model format."""
+def runner_for(model: Model, threads: int | None = None, target: Target | None = None) -> Runner:
+    """A function feed → outputs (in the order of `model.outputs`) for any model format.
+
+    A model in the format `target` runs is opened with the target's options — measured the way
+    the package will run; any other file opens with its runtime's exact defaults (f32 OpenVINO).
+    The runner's `precision` attribute says what the runtime computes in.
+    """
     if model.format.in_memory:
         return _torch_runner(model)
     from edgekit.runtime import open_model
 
-    session = open_model(RUNTIME_OF_FORMAT[model.format], model.files, model.inputs, model.outputs, {}, threads)
-    return lambda feed: list(session.run(feed).values())
+    options = target.options if target is not None and target.format is model.format else {}
+    session = open_model(RUNTIME_OF_FORMAT[model.format], model.files, model.inputs, model.outputs, options, threads)
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(session.run(feed).values())
+
+    run.precision = session.execution_precision  # type: ignore[attr-defined]
+    return run
+
+
+def execution_precision(run: Runner) -> str:
+    return getattr(run, "precision", "fp32")
 
 
 def _torch_runner(model: Model) -> Runner:
@@ -210,22 +229,37 @@ def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
 
 
 QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model
+# the relative error a step may show when the runtime computes in a narrower float than fp32: a few
+# units of that format's rounding (bf16 keeps 8 mantissa bits: 2^-8 ≈ 3.9e-3; fp16 11 bits: 4.9e-4),
+# grown over a deep graph's accumulated rounding
+EXECUTED_TOLERANCE = {"bf16": 5e-2, "fp16": 1e-2}
+
+
+def executed_tolerance(tolerance: float, *precisions: str) -> float:
+    """A pass's promised tolerance, widened to what the narrowest executed float precision allows."""
+    return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
 
 
 class FidelityCheck:
-    """Instrument: a step whose pass promises a tolerance must keep outputs within it."""
+    """Instrument: a step whose pass promises a tolerance must keep outputs within it.
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    Models are opened as the target runs them (`runner_for`), and the tolerance follows the
+    float precision the runtime actually executed.
+    """
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], target: Target | None = None) -> None:
         self.feeds = feeds
-        self._last: tuple[Model, list[list[np.ndarray]]] | None = None  # the last checked output: the next step's input
+        self.target = target
+        self._last: tuple[Model, list[list[np.ndarray]], str] | None = None  # the last checked output: the next step's input
 
     def before_step(self, step, model: Model) -> None:
         pass
 
-    def _outputs(self, model: Model) -> list[list[np.ndarray]]:
+    def _outputs(self, model: Model) -> tuple[list[list[np.ndarray]], str]:
         if self._last is not None and self._last[0] is model:
-            return self._last[1]
-        return collect(runner_for(model), self.feeds)
+            return self._last[1], self._last[2]
+        run = runner_for(model, target=self.target)
+        return collect(run, self.feeds), execution_precision(run)
 
     def after_step(self, step, before: Model, after: Model, record) -> None:
         from edgekit.passes.base import get_pass
@@ -233,9 +267,12 @@ class FidelityCheck:
         tolerance = get_pass(step.step.pass_name).tolerance
         if tolerance is None or record.cached or not self.feeds:
             return
-        produced = collect(runner_for(after), self.feeds)
-        metrics = compare(self._outputs(before), produced)
-        self._last = (after, produced)
+        run = runner_for(after, target=self.target)
+        produced, precision = collect(run, self.feeds), execution_precision(run)
+        reference, reference_precision = self._outputs(before)
+        metrics = compare(reference, produced)
+        self._last = (after, produced, precision)
+        metrics["executed_precision"] = precision
         record.details["fidelity"] = metrics
         if str(before.meta.get("precision", "fp32")).startswith("int"):
             # converting a quantized model swaps PyTorch's float emulation of Q/DQ for the runtime's integer
@@ -246,8 +283,10 @@ class FidelityCheck:
                     f"under {QUANTIZED_MIN_COSINE}: the result would be wrong"
                 )
             return
-        if metrics["max_rel"] > tolerance:
+        allowed = executed_tolerance(tolerance, precision, reference_precision)
+        if metrics["max_rel"] > allowed:
             raise FidelityError(
                 f"step '{step.step.pass_name}' changed the outputs by {metrics['max_rel']:.2e} relative "
-                f"(max abs {metrics['max_abs']:.2e}), over its tolerance {tolerance:.0e}: the result would be wrong"
+                f"(max abs {metrics['max_abs']:.2e}, run in {precision}), over its tolerance {allowed:.0e}: "
+                "the result would be wrong"
             )

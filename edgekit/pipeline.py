@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 from edgekit import __version__
 from edgekit.digest import data_sha256
 from edgekit.errors import EdgekitError, PassFailed, UnsupportedOnTarget
+from edgekit.isa import resolve_isa
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, conversions, get_pass
 from edgekit.recipe import Recipe, Step
@@ -57,6 +58,11 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
         raise UnsupportedOnTarget(
             f"target {target.name} does not support precision {recipe.precision} "
             f"(recipe {recipe.name}); it supports {', '.join(target.precisions)}"
+        )
+    if recipe.precision == "bf16" and not target.instruction_set.bf16:
+        raise UnsupportedOnTarget(
+            f"recipe {recipe.name} computes in bf16, which target {target.name}'s ISA {target.instruction_set.name} "
+            "does not run natively (it needs AVX512_BF16, AMX or ARM BF16); emulated bf16 would be slower than fp32"
         )
     if target.constraints.static_shapes:
         _require_static(model.inputs, target)
@@ -158,9 +164,10 @@ def library_versions() -> dict[str, str]:
 def cache_key(model: Model, step: PlannedStep, chosen: Pass, ctx: Context) -> str:
     calibration = ctx.calibration.content_hash() if chosen.uses_calibration and ctx.calibration else None
     evaluation = ctx.evaluation.content_hash() if chosen.uses_evaluation and ctx.evaluation else None
+    isa = (ctx.target.instruction_set if ctx.target else resolve_isa("host")).name if chosen.uses_isa else None
     return data_sha256({
         "input": model.content_hash, "pass": chosen.name, "version": chosen.version,
-        "config": to_dict(step.step.config), "calibration": calibration, "evaluation": evaluation,
+        "config": to_dict(step.step.config), "calibration": calibration, "evaluation": evaluation, "isa": isa,
         "libraries": library_versions(),
         "inputs": [s.to_dict() for s in model.inputs],
     })

@@ -85,15 +85,16 @@ class Recipe:
     description: str = ""
     evaluation: Evaluation = Evaluation()
     source: str = ""
+    runtime: dict[str, Any] = field(default_factory=dict)  # runtime options laid over the target's (e.g. a precision hint)
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "source": self.source, "precision": self.precision,
+            "name": self.name, "source": self.source, "precision": self.precision, "runtime": self.runtime,
             "steps": [step.to_dict() for step in self.steps], "evaluate": to_dict(self.evaluation),
         }
 
 
-RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate", "tolerance")
+RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate", "tolerance", "runtime")
 
 
 def parse_step(raw: Any, where: str) -> Step:
@@ -126,4 +127,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not isinstance(precision, str):
         raise UserError(f"recipe {path}: 'precision' must be a string such as fp32 or int8")
     evaluation = parse_evaluation(data.get("evaluate"), data.get("tolerance"), f"recipe {path}", path.parent)
-    return Recipe(str(data.get("name", path.stem)), steps, precision, str(data.get("description", "")), evaluation, str(path))
+    runtime = data.get("runtime") or {}
+    if not isinstance(runtime, dict):
+        raise UserError(f"recipe {path}: 'runtime' must be a mapping of runtime options, e.g. config: {{INFERENCE_PRECISION_HINT: bf16}}")
+    return Recipe(str(data.get("name", path.stem)), steps, precision, str(data.get("description", "")), evaluation, str(path),
+                  runtime)

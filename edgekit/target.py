@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.catalog import builtin_names, read_yaml, resolve
 from edgekit.errors import UserError
+from edgekit.isa import Isa, resolve_isa
 from edgekit.model import Format
 from edgekit.recipe import Step, parse_step
 from edgekit.runtime import BACKENDS, backend_module
@@ -35,6 +36,20 @@ class Target:
     recipes: dict[str, str] = field(default_factory=dict)  # precision → the recipe that gives it best here
     description: str = ""
     source: str = ""
+    isa: str = "host"  # the CPU instruction set its packages are built for; `host`: this machine's
+
+    @property
+    def instruction_set(self) -> Isa:
+        return resolve_isa(self.isa, f"target {self.name}")
+
+    def with_runtime(self, overrides: dict[str, Any]) -> Target:
+        """This target with a recipe's runtime options laid over its own (`config` entries merged key by key)."""
+        if not overrides:
+            return self
+        options = {**self.options, **overrides}
+        if isinstance(self.options.get("config"), dict) and isinstance(overrides.get("config"), dict):
+            options["config"] = {**self.options["config"], **overrides["config"]}
+        return replace(self, options=options)
 
     def availability(self) -> str | None:
         """None when this machine can run the target, else why not and what would fix it."""
@@ -42,11 +57,12 @@ class Target:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "device": self.device, "runtime": self.runtime,
-                "format": self.format.value, "options": self.options, "source": self.source}
+                "format": self.format.value, "options": self.options, "source": self.source,
+                "isa": self.instruction_set.to_dict() | {"declared": self.isa}}
 
 
 TARGET_KEYS = ("name", "description", "device", "runtime", "format", "precisions", "options",
-               "constraints", "lowering", "default_recipe", "recipes")
+               "constraints", "lowering", "default_recipe", "recipes", "isa")
 
 
 def load_target(name_or_path: str | Path) -> Target:
@@ -67,6 +83,8 @@ def load_target(name_or_path: str | Path) -> Target:
     except ValueError:
         formats = [f.value for f in Format]
         raise UserError(f"{where}: unknown format '{data['format']}'{did_you_mean(str(data['format']), formats)}") from None
+    isa = str(data.get("isa", "host"))
+    resolve_isa(isa, where)  # an unknown name fails here, not at first use
     lowering = tuple(parse_step(raw, f"{where}, lowering {i + 1}") for i, raw in enumerate(data.get("lowering") or []))
     return Target(
         name=str(data.get("name", path.stem)), device=device, runtime=data["runtime"], format=target_format,
@@ -75,6 +93,7 @@ def load_target(name_or_path: str | Path) -> Target:
         lowering=lowering, default_recipe=str(data.get("default_recipe", "fp32")),
         recipes={str(k): str(v) for k, v in (data.get("recipes") or {}).items()},
         description=str(data.get("description", "")), source=str(path),
+        isa=isa,
     )
 
 

@@ -9,6 +9,7 @@ from conftest import CNN_INPUT
 
 from edgekit.autoselect import candidates, choose, compile_auto, tolerance_for
 from edgekit.errors import UserError
+from edgekit.passes.quantize_ort import isa_choice
 from edgekit.recipe import Evaluation
 from edgekit.spec import parse_input_spec
 from edgekit.target import load_target
@@ -24,9 +25,28 @@ def auto_run(tmp_path_factory, cnn_source, cnn_data):
 
 
 def test_cpu_ort_candidates_cover_every_method():
-    names = [c.name for c in candidates(load_target("cpu-ort"))]
+    target = load_target("cpu-ort")
+    other = "u8" if isa_choice(target.instruction_set)["activation_type"] == "int8" else "s8"  # the ISA's non-default
+    names = [c.name for c in candidates(target)]
     assert names == ["fp32", "fp16", "int8-static-minmax", "int8-static-percentile", "int8-static-entropy",
-                     "int8-dynamic", "int4-weights"]
+                     f"int8-static-minmax-{other}", "int8-dynamic", "int4-weights"]
+    variant = next(c for c in candidates(target) if c.name.endswith(other)).recipe
+    step = next(s for s in variant.steps if s.pass_name == "quantize-static")
+    assert step.config.activation_type == ("uint8" if other == "u8" else "int8")
+
+
+def test_cpu_openvino_candidates_follow_the_isa(tmp_path):
+    target = load_target("cpu-openvino")
+    rows = {c.name: c for c in candidates(target)}
+    assert "int8-nncf-transformer" in rows  # the target's own transformer preset
+    if target.instruction_set.bf16:
+        assert rows["bf16-openvino"].recipe is not None
+    else:
+        assert rows["bf16-openvino"].recipe is None and "no native bf16" in rows["bf16-openvino"].skipped
+    avx2 = tmp_path / "cpu-openvino-avx2.yaml"
+    avx2.write_text(Path(target.source).read_text().replace("name: cpu-openvino", "name: cpu-openvino-avx2\nisa: avx2"))
+    skipped = {c.name: c for c in candidates(load_target(avx2))}["bf16-openvino"]
+    assert skipped.recipe is None and "avx2 has no native bf16" in skipped.skipped
 
 
 def test_auto_compiles_measures_and_records_every_candidate(auto_run):
@@ -37,7 +57,7 @@ def test_auto_compiles_measures_and_records_every_candidate(auto_run):
     assert auto["tolerance"] == {"metric": "top1", "max_drop": 0.01, "relative": False, "default": True}
     assert rows["int4-weights"]["status"] == "skipped" and "not transformer-like" in rows["int4-weights"]["reason"]
     measured = [row for row in rows.values() if row["status"] == "ok"]
-    assert len(measured) == 6 and all(row["p50_ms"] > 0 and row["size_bytes"] > 0 for row in measured)
+    assert len(measured) == 7 and all(row["p50_ms"] > 0 and row["size_bytes"] > 0 for row in measured)
     chosen = [row for row in auto["candidates"] if row["chosen"]]
     assert len(chosen) == 1 and chosen[0]["name"] == auto["chosen"] and chosen[0]["verdict"] == "within"
     fastest = min((row for row in measured if row["verdict"] == "within"), key=lambda row: row["p50_ms"])

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit import compiler
 from edgekit.errors import UnsupportedOnTarget
@@ -15,7 +16,7 @@ from edgekit.runtime import load
 from edgekit.spec import parse_input_spec
 from edgekit.target import load_target
 
-pytest.importorskip("nncf")
+require("nncf", "nncf")
 
 BATCH_SPEC = (parse_input_spec("image:batchx1x8x8:float32"),)
 STATIC_SPEC = (parse_input_spec("image:1x1x8x8:float32"),)

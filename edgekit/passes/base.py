@@ -37,6 +37,7 @@ class Pass:
     conversion: ClassVar[bool] = False  # the planner may insert it to change format
     uses_calibration: ClassVar[bool] = False  # its output depends on ctx.calibration
     uses_evaluation: ClassVar[bool] = False  # its output may depend on ctx.evaluation (accuracy-aware choices)
+    uses_isa: ClassVar[bool] = False  # its output depends on the target's instruction set (kernel-specific choices)
 
     def run(self, model: Model, config: Any, ctx: Context) -> Model:
         raise NotImplementedError

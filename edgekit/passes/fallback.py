@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from edgekit.evaluate import Verdict, collect, compare, runner_for, verdict
 from edgekit.ingest.onnx import load_graph, onnx_files
 from edgekit.model import Model
 from edgekit.recipe import Evaluation
+
+if TYPE_CHECKING:
+    from edgekit.target import Target
 
 # quantize(excluded node names, only these nodes or None for all) → path of the quantized model
 Quantizer = Callable[[Sequence[str], Sequence[str] | None], Path]
@@ -28,14 +32,15 @@ class Scorer:
     labels: np.ndarray | None
     evaluation: Evaluation
     reference: list[list[np.ndarray]]
+    target: Target | None = None  # candidates are opened with its options: scored as the package will run
 
     @classmethod
     def of(cls, model: Model, feeds: list[dict[str, np.ndarray]], labels: np.ndarray | None,
-           evaluation: Evaluation) -> Scorer:
-        return cls(model, feeds, labels, evaluation, collect(runner_for(model), feeds))
+           evaluation: Evaluation, target: Target | None = None) -> Scorer:
+        return cls(model, feeds, labels, evaluation, collect(runner_for(model, target=target), feeds), target)
 
     def __call__(self, path: Path) -> Verdict:
-        candidate = collect(runner_for(self.model.derive(files=onnx_files(path))), self.feeds)
+        candidate = collect(runner_for(self.model.derive(files=onnx_files(path)), target=self.target), self.feeds)
         return verdict(compare(self.reference, candidate, self.labels, self.evaluation.metric), self.evaluation)
 
 

@@ -134,11 +134,12 @@ def _scorer(metric: str, reference: list[np.ndarray], labels) -> tuple[str, Scor
 def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], config: QuantizeNncfConfig,
                       ctx: Context) -> tuple[Any, dict]:
     """Keep `quantized` if its drop fits `max_drop`; else NNCF's accuracy control reverts ops to float."""
-    from edgekit.runtime.openvino import core
+    from edgekit.runtime.openvino import compile_for
 
+    options = ctx.target.options if ctx.target is not None and ctx.target.runtime == "openvino" else {}
     evaluation = (ctx.evaluation or ctx.calibration).head(config.eval_samples)
     feeds = list(evaluation.feeds())
-    float_model = core().compile_model(read_ir(model), "CPU")
+    float_model = compile_for(read_ir(model), options)  # measured as the package will run
     reference = [float_model(feed)[0] for feed in feeds]
     metric, score, targets = _scorer(config.metric, reference, evaluation.labels)
     items = list(zip(feeds, targets))
@@ -152,7 +153,7 @@ def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], con
         return lost / abs(base) if config.relative and base else lost
 
     base = validate(float_model, items)[0]
-    first = validate(core().compile_model(quantized, "CPU"), items)[0]
+    first = validate(compile_for(quantized, options), items)[0]
     report = {"method": "nncf.quantize_with_accuracy_control", "metric": metric, "limit": config.max_drop,
               "relative": config.relative, "reference": base, "quantized_value": first, "value": first, "ok": True,
               "reverted": [], "data": evaluation.origin}
@@ -164,7 +165,7 @@ def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], con
         read_ir(model), nncf.Dataset(list(ctx.calibration.head(params["subset_size"]).feeds())),
         nncf.Dataset(items), validation_fn=validate, max_drop=config.max_drop,
         drop_type=nncf.DropType.RELATIVE if config.relative else nncf.DropType.ABSOLUTE, **params)
-    final = validate(core().compile_model(restored, "CPU"), items)[0]
+    final = validate(compile_for(restored, options), items)[0]
     kinds = {op.get_friendly_name(): op.get_type_name() for op in quantized.get_ordered_ops()}
     reverted = sorted(quantized_ops(quantized) - quantized_ops(restored))
     if drop(final) > config.max_drop:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, UserError
 from edgekit.ingest.onnx import load_graph, onnx_files
+from edgekit.isa import Isa, resolve_isa
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
 
@@ -23,9 +24,9 @@ class QuantizeDynamicConfig:
     op_types: tuple[str, ...] = DYNAMIC_OP_TYPES
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
-    # 7-bit weights: u8 activations × s8 weights saturate on AVX2 CPUs without VNNI. On the
-    # tiny MLP, full range kept cosine 0.942 / top-1 agreement 0.875; reduce_range 0.9999 / 1.0.
-    reduce_range: bool = True
+    # 7-bit weights; None follows the target's ISA: on for x86 without VNNI, where u8 activations × s8
+    # weights saturate (tiny MLP: full range cosine 0.942 / top-1 agreement 0.875; 7-bit 0.9999 / 1.0)
+    reduce_range: bool | None = None
     exclude_nodes: tuple[str, ...] = ()
 
 
@@ -33,11 +34,11 @@ class QuantizeDynamicConfig:
 class QuantizeStaticConfig:
     quant_format: Literal["qdq", "qoperator"] = "qdq"
     per_channel: bool = True
-    # int8 activations (S8S8): on AVX2 CPUs without VNNI, u8 activations × s8 weights saturate
-    # (the digits CNN fell from 99.7% to 80.6% top-1 with uint8; int8 kept 99.7%)
-    activation_type: Literal["int8", "uint8"] = "int8"
+    # auto follows the target's ISA (see isa_choice): s8 activations on x86 without VNNI, where
+    # u8 × s8 saturates (digits CNN: 99.7% → 80.6% top-1 with uint8 on AVX2), u8 with VNNI
+    activation_type: Literal["auto", "int8", "uint8"] = "auto"
     weight_type: Literal["int8", "uint8"] = "int8"
-    reduce_range: bool = False
+    reduce_range: bool | None = None  # None: follows the ISA
     symmetric_activations: bool = False  # zero point 0 for activations, as TensorRT requires
     quantize_bias: bool = True  # int32 biases; TensorRT takes only int8 Q/DQ, so false there
     calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
@@ -53,6 +54,22 @@ class QuantizeStaticConfig:
     relative: bool = False
     max_reverted: int | None = field(default=None, metadata={"range": (1, 100_000)})  # None: half the quantized nodes
     eval_samples: int = field(default=64, metadata={"range": (1, 100_000)})
+
+
+def isa_choice(isa: Isa) -> dict:
+    """The activation type and 7-bit weights ORT's int8 kernels want on `isa`, and why."""
+    if isa.arch == "x86-64" and isa.int8_dot:
+        return {"isa": isa.name, "activation_type": "uint8", "reduce_range": False,
+                "why": "VNNI/AMX multiply u8 × s8 without saturation: ORT's fastest x86 int8 kernels"}
+    if isa.arch == "x86-64":
+        return {"isa": isa.name, "activation_type": "int8", "reduce_range": True,
+                "why": "no VNNI: u8 × s8 pairs saturate in VPMADDUBSW, so s8 activations (static) or 7-bit weights (dynamic)"}
+    return {"isa": isa.name, "activation_type": "int8", "reduce_range": False,
+            "why": "ARM64: ORT's int8 kernels take s8 × s8 (SDOT where present)"}
+
+
+def _target_isa(ctx: Context) -> Isa:
+    return ctx.target.instruction_set if ctx.target is not None else resolve_isa("host")
 
 
 def _quantization():
@@ -78,9 +95,9 @@ def _nodes_to_exclude(model: Model, exclude_nodes: tuple[str, ...], exclude_op_t
     return sorted(set(exclude_nodes) | set(by_type))
 
 
-def _result(model: Model, out) -> Model:
+def _result(model: Model, out, choice: dict) -> Model:
     files = onnx_files(out)
-    return model.derive(files=files, meta={"content_hash": files_sha256(files), "precision": "int8"})
+    return model.derive(files=files, meta={"content_hash": files_sha256(files), "precision": "int8", "isa_choice": choice})
 
 
 class QuantizeDynamic(Pass):
@@ -88,21 +105,24 @@ class QuantizeDynamic(Pass):
     accepts = frozenset({Format.ONNX})
     produces = Format.ONNX
     Config = QuantizeDynamicConfig
+    uses_isa = True
 
     def run(self, model: Model, config: QuantizeDynamicConfig, ctx: Context) -> Model:
         q = _quantization()
+        choice = isa_choice(_target_isa(ctx))
+        reduce_range = choice["reduce_range"] if config.reduce_range is None else config.reduce_range
         out = ctx.step_dir("quantize-dynamic") / "model.onnx"
         with muted_logs("root"):
             q.quantize_dynamic(
                 str(model.path), str(out),
                 op_types_to_quantize=list(config.op_types),
                 per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
+                reduce_range=reduce_range,
                 weight_type=_quant_type(config.weight_type),
                 nodes_to_exclude=_nodes_to_exclude(model, config.exclude_nodes, ()),
                 use_external_data_format=len(model.files) > 1,
             )
-        return _result(model, out)
+        return _result(model, out, {**choice, "reduce_range": reduce_range, "activation_type": "uint8"})
 
 
 class QuantizeStatic(Pass):
@@ -112,10 +132,18 @@ class QuantizeStatic(Pass):
     Config = QuantizeStaticConfig
     uses_calibration = True
     uses_evaluation = True
+    uses_isa = True
 
     def run(self, model: Model, config: QuantizeStaticConfig, ctx: Context) -> Model:
         if ctx.calibration is None:
             raise UserError("quantize-static needs calibration data: give --calib DATA")
+        isa = _target_isa(ctx)
+        choice = isa_choice(isa)
+        activation = choice["activation_type"] if config.activation_type == "auto" else config.activation_type
+        saturates = activation == "uint8" and isa.arch == "x86-64" and not isa.int8_dot  # u8 × s8 without VNNI
+        reduce_range = saturates if config.reduce_range is None else config.reduce_range
+        config = replace(config, activation_type=activation, reduce_range=reduce_range)
+        choice = {**choice, "activation_type": activation, "reduce_range": reduce_range}
         excluded = _nodes_to_exclude(model, config.exclude_nodes, config.exclude_op_types)
         attempts = itertools.count()
 
@@ -125,16 +153,16 @@ class QuantizeStatic(Pass):
             return out
 
         if config.max_drop is None:
-            return _result(model, quantize((), None))
+            return _result(model, quantize((), None), choice)
         from edgekit.passes.fallback import Scorer, within_tolerance
         from edgekit.recipe import Evaluation
 
         data = ctx.evaluation or ctx.calibration
         scorer = Scorer.of(model, list(data.feeds(config.eval_samples)),
                            None if data.labels is None else data.labels[: config.eval_samples],
-                           Evaluation(config.metric, config.max_drop, config.relative))
+                           Evaluation(config.metric, config.max_drop, config.relative), ctx.target)
         path, report = within_tolerance(model, quantize, scorer, config.max_reverted, ctx.logger)
-        return _result(model, path).derive(meta={"fallback": {**report, "data": data.origin}})
+        return _result(model, path, choice).derive(meta={"fallback": {**report, "data": data.origin}})
 
 
 def _quantize_static(model: Model, config: QuantizeStaticConfig, ctx: Context, out: Path,

@@ -13,6 +13,11 @@ from edgekit.runtime.session import Session
 
 PACKAGE = "openvino"
 EXTRA = "openvino"
+# OpenVINO computes in bf16 by default on CPUs with AVX512_BF16 or AMX: edgekit runs the precision the
+# package was built and measured in, so f32 unless the options ask for another precision
+PRECISION_HINT = "INFERENCE_PRECISION_HINT"
+EXACT_PRECISION = "f32"
+PRECISION_NAMES = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "f16": "fp16", "float16": "fp16"}
 DEVICE_NEEDS = {
     "GPU": "an Intel GPU (integrated or Arc) with its OpenCL/Level Zero driver",
     "NPU": "an Intel NPU (Core Ultra) with the intel-npu-driver",
@@ -59,11 +64,12 @@ class OpenvinoSession(Session):
             raise UnsupportedOnTarget(why)
         model = core().read_model(str(files[0]), str(files[1]) if len(files) > 1 else None)
         _fit_shapes(model, inputs)
-        config: dict[str, Any] = dict(self.options.get("config") or {})
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core().compile_model(model, str(self.options.get("device", "CPU")), config)
+        self._compiled = compile_for(model, self.options, threads)
         self._local = threading.local()
+
+    @property
+    def execution_precision(self) -> str:
+        return execution_precision(self._compiled)
 
     def _request(self):
         request = getattr(self._local, "request", None)
@@ -75,6 +81,26 @@ class OpenvinoSession(Session):
         ordered = [feeds[spec.name] for spec in self.inputs]
         result = self._request().infer(ordered, share_inputs=False, share_outputs=False)
         return {spec.name: result[index] for index, spec in enumerate(self.outputs)}
+
+
+def compile_for(model, options: dict, threads: int | None = None):
+    """`model` (an ov.Model) compiled with the target's options: its device and config; on a CPU f32 unless they say otherwise."""
+    device = str(options.get("device", "CPU"))
+    config: dict[str, Any] = {PRECISION_HINT: EXACT_PRECISION} if device.startswith("CPU") else {}
+    config.update(options.get("config") or {})
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core().compile_model(model, device, config)
+
+
+def execution_precision(compiled) -> str:
+    """The float precision a compiled model computes in, as the plugin reports it (fp32, bf16, fp16)."""
+    try:
+        hint = compiled.get_property(PRECISION_HINT)
+    except RuntimeError:  # a plugin without the property computes in its model's precision
+        return "fp32"
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
+    return PRECISION_NAMES.get(name, name)
 
 
 def _fit_shapes(model, inputs) -> None:

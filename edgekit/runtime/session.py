@@ -28,6 +28,11 @@ class Session:
         self.options = dict(options)
         self.threads = threads
 
+    @property
+    def execution_precision(self) -> str:
+        """The float precision the runtime computes in (backends that may change it report the effective one)."""
+        return "fp32"
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for `feeds` (input name → array)."""
         self.check(feeds)

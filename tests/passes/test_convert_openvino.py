@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit.ingest import ingest
 from edgekit.model import Format
@@ -12,7 +13,7 @@ from edgekit.passes.openvino import CompressFp16Openvino, ConvertOpenvino, Conve
 from edgekit.runtime import open_model
 from edgekit.spec import parse_input_spec
 
-pytest.importorskip("openvino")
+require("openvino", "openvino")
 
 CNN_SPEC = parse_input_spec("image:batchx1x8x8:float32")
 

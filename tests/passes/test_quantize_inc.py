@@ -7,8 +7,9 @@ Bounds vs the float encoder on 8 seeded feeds (measured): int4 g32 RTN/GPTQ/AWQ 
 from pathlib import Path
 
 import pytest
+from extras import require
 
-pytest.importorskip("neural_compressor.torch.quantization", reason="neural-compressor[pt] is not installed")
+require("neural_compressor.torch.quantization", "neural-compressor")
 
 from edgekit.data import synthetic_data  # noqa: E402
 from edgekit.errors import UnsupportedOnTarget, UserError  # noqa: E402

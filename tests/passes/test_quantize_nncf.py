@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit.data import load_data
 from edgekit.errors import UserError
@@ -23,7 +24,7 @@ from edgekit.recipe import parse_step
 from edgekit.runtime import open_model
 from edgekit.spec import parse_input_spec
 
-pytest.importorskip("nncf")
+require("nncf", "nncf")
 
 HEAD = "__module.head/aten::linear/MatMul"  # the tiny CNN's Linear head as OpenVINO names it
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from extras import require
 
 from edgekit.errors import UnsupportedOnTarget, UserError
 from edgekit.ingest import ingest
@@ -15,7 +16,7 @@ from edgekit.runtime import open_model
 from edgekit.runtime.openvino import core, probe
 from edgekit.spec import TensorSpec, parse_input_spec
 
-pytest.importorskip("openvino")
+require("openvino", "openvino")
 
 
 @pytest.fixture(scope="module")
