@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.errors import FidelityError, UserError
+from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError
 from edgekit.model import Format, Model
 from edgekit.recipe import BUILTIN_METRICS, Evaluation
 
@@ -61,7 +61,7 @@ def _torch_runner(model: Model) -> Runner:
     module = model.module.module() if model.format is Format.EXPORTED else model.module
 
     def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        tensors = [torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs]
+        tensors = [torch.from_numpy(np.require(feed[spec.name], requirements="C")) for spec in model.inputs]
         with torch.no_grad():
             result = module(*tensors)
         if isinstance(result, dict):
@@ -240,6 +240,18 @@ def executed_tolerance(tolerance: float, *precisions: str) -> float:
     return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
 
 
+def _open_produced(pass_name: str, model: Model, target: Target | None) -> Runner:
+    """A runner on a step's output; a model its runtime refuses is the pass's error, naming the runtime's complaint."""
+    try:
+        return runner_for(model, target=target)
+    except EdgekitError:
+        raise
+    except Exception as error:  # the runtime's own parse/validation error names the node
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        refusal = RuntimeError(f"produced a model {RUNTIME_OF_FORMAT.get(model.format, 'torch')} refuses: {first}")
+        raise PassFailed(pass_name, refusal) from None
+
+
 class FidelityCheck:
     """Instrument: a step whose pass promises a tolerance must keep outputs within it.
 
@@ -265,9 +277,11 @@ class FidelityCheck:
         from edgekit.passes.base import get_pass
 
         tolerance = get_pass(step.step.pass_name).tolerance
-        if tolerance is None or record.cached or not self.feeds:
+        if record.cached or not self.feeds:
             return
-        run = runner_for(after, target=self.target)
+        run = _open_produced(step.step.pass_name, after, self.target)
+        if tolerance is None:
+            return
         produced, precision = collect(run, self.feeds), execution_precision(run)
         reference, reference_precision = self._outputs(before)
         metrics = compare(reference, produced)

@@ -70,6 +70,7 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
     current = model.format
     recipe_passes = {step.pass_name for step in recipe.steps}
     lowering = [step for step in target.lowering if step.pass_name not in recipe_passes]
+    steps += _opset_upgrade(model, [*recipe.steps, *lowering], target)
     for origin, step in [("recipe", s) for s in recipe.steps] + [("lowering", s) for s in lowering]:
         chosen = get_pass(step.pass_name)
         if current not in chosen.accepts:
@@ -83,6 +84,26 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
     if current is not target.format:
         steps += _conversion_steps(current, frozenset({target.format}), f"target {target.name} runs {target.format.value}")
     return Plan(model.format, target, recipe, tuple(steps))
+
+
+def _opset_upgrade(model: Model, planned: list[Step], target: Target) -> list[PlannedStep]:
+    """An upgrade-onnx-opset step when an ONNX source is older than a pass or the target needs, else none."""
+    have = int(model.meta.get("opset") or 0)
+    if model.format is not Format.ONNX or not have:
+        return []
+    needs = {f"target {target.name}": target.constraints.opset_min} if target.format is Format.ONNX else {}
+    for step in planned:
+        chosen = get_pass(step.pass_name)
+        if Format.ONNX in chosen.accepts and chosen.min_opset:
+            needs[step.pass_name] = max(needs.get(step.pass_name, 0), chosen.min_opset)
+    wanted = max(needs.values(), default=0)
+    if wanted <= have:
+        return []
+    from edgekit.passes.opset import UpgradeOnnxOpsetConfig
+
+    who = ", ".join(name for name, opset in needs.items() if opset > have)
+    return [PlannedStep(Step("upgrade-onnx-opset", UpgradeOnnxOpsetConfig(opset=wanted)), "inserted", Format.ONNX, Format.ONNX,
+                        f"the model has opset {have}; {who} needs {wanted}")]
 
 
 def _require_static(inputs: tuple[TensorSpec, ...], target: Target) -> None:

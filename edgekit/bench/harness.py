@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
@@ -14,32 +15,43 @@ import numpy as np
 from edgekit.package import read_package
 from edgekit.spec import TensorSpec
 
+log = logging.getLogger("edgekit")
 
-def bench_feeds(manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs shaped like the compile's data (symbolic dims from its sample shapes, batch dim = `batch`)."""
+
+def bench_feeds(manifest: dict, batch: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Inputs shaped like the compile's data, and the symbolic dims no data gave a size (set to 1).
+
+    A dim named like some input's leading dim is the batch (`batch`); other symbolic dims take
+    the data's sample shape. Ints stay within the data's range, so a constant int input (a
+    sample rate) stays that constant; 0-d inputs are 0-d arrays.
+    """
     stats = (manifest.get("data") or {}).get("calibration") or (manifest.get("data") or {}).get("evaluation") or {}
+    specs = [TensorSpec.from_dict(raw) for raw in manifest["inputs"]]
+    batch_dims = {spec.shape[0] for spec in specs if spec.shape and isinstance(spec.shape[0], str)}
     rng = np.random.default_rng(seed)
-    feeds = {}
-    for raw in manifest["inputs"]:
-        spec = TensorSpec.from_dict(raw)
+    feeds, unbound = {}, {}
+    for spec in specs:
         known = stats.get(spec.name, {})
         sample_shape = known.get("sample_shape") or []
         shape = []
         for axis, dim in enumerate(spec.shape):
-            if axis == 0 and isinstance(dim, str):
-                shape.append(batch)
-            elif isinstance(dim, str):
-                shape.append(sample_shape[axis] if axis < len(sample_shape) else 1)
-            else:
+            if isinstance(dim, int):
                 shape.append(dim)
+            elif dim in batch_dims:
+                shape.append(batch)
+            elif axis < len(sample_shape) and len(sample_shape) == len(spec.shape):
+                shape.append(sample_shape[axis])
+            else:
+                shape.append(1)
+                unbound[f"{spec.name}:{dim}"] = 1
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             values = rng.normal(known.get("mean", 0.0), known.get("std", 1.0) or 1.0, shape)
         else:
             low, high = int(known.get("min", 0)), int(known.get("max", 1))
             values = rng.integers(low, high + 1, shape)
-        feeds[spec.name] = values.astype(dtype)
-    return feeds
+        feeds[spec.name] = np.asarray(values).astype(dtype)
+    return feeds, unbound
 
 
 def _rss_mb() -> float:
@@ -74,7 +86,11 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
 
     package = read_package(path)
     manifest = package.manifest
-    feeds = bench_feeds(manifest, batch)
+    feeds, unbound = bench_feeds(manifest, batch)
+    for name, size in unbound.items():
+        input_name, _, dim = name.partition(":")
+        log.warning("input '%s': symbolic dim '%s' has no size from data or --input; benchmarked at %d "
+                    "(fix it with --input %s:...)", input_name, dim, size, input_name)
     rss_before = _rss_mb()
     started = time.perf_counter()
     session = load(path, threads=threads, verify=False)
@@ -110,6 +126,7 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
             "threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)",
             "batch": batch, "runs": runs, "warmup": warmup,
             "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
+            "unbound_dims": unbound,
             "cpu": cpu_name(), "machine": platform.machine(), "python": platform.python_version(),
             "runtime_version": _runtime_version(manifest["runtime"]),
         },

@@ -31,7 +31,7 @@ class Dataset:
         """One feed dict per sample, in order."""
         count = len(self) if limit is None else min(limit, len(self))
         for index in range(count):
-            yield {name: array[index] for name, array in self.arrays.items()}
+            yield {name: np.asarray(array[index]) for name, array in self.arrays.items()}  # 0-d inputs stay arrays
 
     def head(self, count: int) -> Dataset:
         labels = None if self.labels is None else self.labels[:count]
@@ -77,7 +77,9 @@ def fit_to_specs(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], o
     fitted: dict[str, np.ndarray] = {}
     for spec in specs:
         array = _cast(np.asarray(arrays[spec.name]), spec, origin)
-        if array.ndim == len(spec.shape):
+        if array.ndim == 0 == len(spec.shape):  # one value for a 0-d input (a sample rate): one feed
+            array = array.reshape(1)
+        elif array.ndim == len(spec.shape):
             lead = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else 1
             if len(array) % lead:
                 raise UserError(f"{origin}: input '{spec.name}' has {len(array)} rows, not a multiple of batch {lead}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from edgekit.digest import files_sha256
@@ -43,7 +44,12 @@ def load_graph(path: Path, with_weights: bool = False):
     return graph
 
 
+# dim names exporters write when they know nothing: each occurrence is its own independent dim
+GENERIC_DIM = re.compile(r"^(\?|unk__\d+|None|-1|dynamic|)$")
+
+
 def graph_specs(values, skip: set[str]) -> tuple[TensorSpec, ...]:
+    """TensorSpecs of graph inputs or outputs; unnamed and generic symbolic dims (`?`, `unk__3`) get unique names."""
     specs = []
     for value in values:
         if value.name in skip:
@@ -53,10 +59,18 @@ def graph_specs(values, skip: set[str]) -> tuple[TensorSpec, ...]:
         for index, dim in enumerate(tensor.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(dim.dim_value)
+            elif GENERIC_DIM.match(dim.dim_param):
+                dims.append(f"{_identifier(value.name)}_dim{index}")
             else:
-                dims.append(dim.dim_param or f"{value.name}_dim{index}")
+                dims.append(dim.dim_param)
         specs.append(TensorSpec(value.name, tuple(dims), ONNX_DTYPES.get(tensor.elem_type, "float32")))
     return tuple(specs)
+
+
+def _identifier(name: str) -> str:
+    """A tensor name as a dim name (`--input` parses dims as identifiers)."""
+    cleaned = re.sub(r"\W", "_", name)
+    return cleaned if cleaned[:1].isalpha() or cleaned[:1] == "_" else f"_{cleaned}"
 
 
 def onnx_files(path: Path, graph=None) -> tuple[Path, ...]:

@@ -37,6 +37,7 @@ class Pass:
     conversion: ClassVar[bool] = False  # the planner may insert it to change format
     uses_calibration: ClassVar[bool] = False  # its output depends on ctx.calibration
     uses_evaluation: ClassVar[bool] = False  # its output may depend on ctx.evaluation (accuracy-aware choices)
+    min_opset: ClassVar[int] = 0  # an ONNX model below it is upgraded first (upgrade-onnx-opset)
     uses_isa: ClassVar[bool] = False  # its output depends on the target's instruction set (kernel-specific choices)
 
     def run(self, model: Model, config: Any, ctx: Context) -> Model:
@@ -85,6 +86,7 @@ class Context:
 BUILTIN_PASSES: dict[str, str] = {
     "export-onnx": "edgekit.passes.export:ExportOnnx",
     "optimize-onnx": "edgekit.passes.optimize:OptimizeOnnx",
+    "upgrade-onnx-opset": "edgekit.passes.opset:UpgradeOnnxOpset",
     "quantize-dynamic": "edgekit.passes.quantize_ort:QuantizeDynamic",
     "quantize-static": "edgekit.passes.quantize_ort:QuantizeStatic",
     "quantize-pt2e": "edgekit.passes.quantize_pt2e:QuantizePt2e",

@@ -36,12 +36,9 @@ class OptimizeOnnx(Pass):
             _ort_basic(model, out)
         graph = load_graph(out)
         files = onnx_files(out, graph)
-        initializers = {init.name for init in graph.graph.initializer}
-        return model.derive(
-            files=files, inputs=graph_specs(graph.graph.input, initializers),
-            outputs=graph_specs(graph.graph.output, set()),
-            meta={"content_hash": files_sha256(files)},
-        )
+        # the inputs are the model's (the user's --input wins over the file); outputs as the optimizer inferred them
+        return model.derive(files=files, outputs=graph_specs(graph.graph.output, set()),
+                            meta={"content_hash": files_sha256(files)})
 
 
 def _slim(model: Model, out) -> None:

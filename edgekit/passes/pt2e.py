@@ -75,6 +75,6 @@ def calibrate(module: Any, model: Model, ctx: Context, samples: int, name: str) 
     ctx.progress.start("calibrating", len(data))
     with torch.no_grad():
         for feed in data.feeds():
-            module(*[torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs])
+            module(*[torch.from_numpy(np.require(feed[spec.name], requirements="C")) for spec in model.inputs])
             ctx.progress.advance()
     ctx.progress.finish()

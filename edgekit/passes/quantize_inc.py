@@ -173,7 +173,7 @@ def _autotune(q: Any, quantize_with: Any, float_module: Any, config: QuantizeInc
     data = ctx.evaluation or ctx.calibration
     if data is None:
         raise UserError("quantize-inc with tolerance needs evaluation data: give --eval DATA")
-    feeds = [[torch.from_numpy(np.ascontiguousarray(feed[spec.name])) for spec in model.inputs]
+    feeds = [[torch.from_numpy(np.require(feed[spec.name], requirements="C")) for spec in model.inputs]
              for feed in data.feeds(TUNING_FEEDS)]
     with torch.no_grad():
         reference = [_flat(float_module(*feed)) for feed in feeds]

@@ -106,6 +106,7 @@ class QuantizeDynamic(Pass):
     produces = Format.ONNX
     Config = QuantizeDynamicConfig
     uses_isa = True
+    min_opset = 13  # per-channel DequantizeLinear takes `axis` from opset 13
 
     def run(self, model: Model, config: QuantizeDynamicConfig, ctx: Context) -> Model:
         q = _quantization()
@@ -133,6 +134,7 @@ class QuantizeStatic(Pass):
     uses_calibration = True
     uses_evaluation = True
     uses_isa = True
+    min_opset = 13  # per-channel QDQ: DequantizeLinear `axis` exists from opset 13
 
     def run(self, model: Model, config: QuantizeStaticConfig, ctx: Context) -> Model:
         if ctx.calibration is None:

@@ -36,7 +36,7 @@ class Session:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for `feeds` (input name → array)."""
         self.check(feeds)
-        return self._run({spec.name: np.ascontiguousarray(feeds[spec.name]) for spec in self.inputs})
+        return self._run({spec.name: np.require(feeds[spec.name], requirements="C") for spec in self.inputs})
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -142,7 +142,7 @@ class TensorrtSession(Session):
         context = worker.context
         held = []  # host arrays stay alive until the stream is synchronized
         for name in self._input_names:
-            array = np.ascontiguousarray(feeds[name], dtype=self._dtypes[name])
+            array = np.require(feeds[name], self._dtypes[name], "C")
             if not context.set_input_shape(name, array.shape):
                 low, _, high = self._engine.get_tensor_profile_shape(name, 0)
                 raise UserError(f"input '{name}': shape {list(array.shape)} is outside the engine's profile "
