@@ -1,7 +1,8 @@
-"""convert-openvino (ONNX / PyTorch → OpenVINO IR) and compress-fp16-openvino (fp16 weights in the IR)."""
+"""convert-openvino (ONNX / PyTorch / .tflite → OpenVINO IR) and compress-fp16-openvino (fp16 weights in the IR)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.digest import files_sha256
-from edgekit.errors import MissingBackend
+from edgekit.errors import MissingBackend, UnsupportedOnTarget
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
 from edgekit.spec import TensorSpec
@@ -53,7 +54,7 @@ class ConvertOpenvino(Pass):
     """Float32 IR with the model's own input/output names; symbolic dims stay dynamic, fixed dims static."""
 
     name = "convert-openvino"
-    accepts = frozenset({Format.ONNX, Format.TORCH, Format.EXPORTED})
+    accepts = frozenset({Format.ONNX, Format.TORCH, Format.EXPORTED, Format.TFLITE})
     produces = Format.OPENVINO
     Config = ConvertOpenvinoConfig
     tolerance = 1e-4
@@ -67,6 +68,8 @@ class ConvertOpenvino(Pass):
             warnings.simplefilter("ignore")
             if model.format is Format.ONNX:
                 converted = ov.convert_model(str(model.path), input=shapes)
+            elif model.format is Format.TFLITE:  # OpenVINO's TFLite frontend; its tensor names differ: by position
+                converted = _convert_tflite(ov, model, [shape[1:] for shape in shapes])
             elif model.format is Format.EXPORTED:
                 converted = ov.convert_model(model.module, input=shapes)
             else:
@@ -76,6 +79,17 @@ class ConvertOpenvino(Pass):
         _name_ports(converted.outputs, model.outputs)
         files = save_ir(converted, ctx.step_dir("convert-openvino"))
         return ir_result(model, files)
+
+
+def _convert_tflite(ov, model: Model, shapes: list):
+    try:
+        return ov.convert_model(str(model.path), input=shapes)
+    except Exception as error:
+        missing = re.search(r"No translator found for (\S+) node", str(error))
+        if missing:
+            raise UnsupportedOnTarget(f"OpenVINO's TFLite frontend cannot convert op {missing.group(1)} "
+                                      f"of {model.path.name}") from None
+        raise
 
 
 def _name_ports(ports, specs: tuple[TensorSpec, ...]) -> None:

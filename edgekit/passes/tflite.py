@@ -3,6 +3,8 @@
 quantize-tflite quantizes on the way: int8 through litert-torch's PT2E quantizer calibrated on the
 compile's data (int8 weights and activations; the model's inputs and outputs become int8 tensors,
 which the runtime quantizes and dequantizes with the model's own scales), or fp16 weights.
+A .tflite source is quantized by LiteRT's own quantizer instead (passes/litert_quantizer.py):
+int8 with float32 inputs and outputs; fp16 keeps a source whose weights are fp16 already as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgekit.digest import files_sha256
-from edgekit.errors import MissingBackend
+from edgekit.errors import MissingBackend, UnsupportedOnTarget
 from edgekit.ingest.tflite import interpreter_specs
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
@@ -31,6 +33,9 @@ class ConvertTfliteConfig:
 class QuantizeTfliteConfig:
     mode: Literal["int8", "fp16"] = "int8"  # int8: weights and activations (static, calibrated); fp16: weights
     per_channel: bool = True  # int8 weights per output channel (else per tensor)
+    # int8 of a .tflite source: static (int8 weights and activations, calibrated: integer kernels),
+    # dynamic (int8 weights, activations quantized at run time) or weight-only (int8 weights, float compute)
+    scheme: Literal["static", "dynamic", "weight-only"] = "static"
     calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
     dynamic_dims: bool = True
 
@@ -101,14 +106,19 @@ class ConvertTflite(Pass):
 
 class QuantizeTflite(Pass):
     name = "quantize-tflite"
-    accepts = frozenset({Format.TORCH, Format.EXPORTED})
+    accepts = frozenset({Format.TORCH, Format.EXPORTED, Format.TFLITE})
     produces = Format.TFLITE
     Config = QuantizeTfliteConfig
     uses_calibration = True
 
     def run(self, model: Model, config: QuantizeTfliteConfig, ctx: Context) -> Model:
-        litert_torch = _litert()
         out = ctx.step_dir("quantize-tflite") / "model.tflite"
+        if model.format is Format.TFLITE:
+            return _quantize_tflite_source(model, config, ctx, out)
+        if config.scheme != "static":
+            raise UnsupportedOnTarget(f"quantize-tflite: scheme '{config.scheme}' is for .tflite sources; "
+                                      "a PyTorch source is quantized static (scheme: static)")
+        litert_torch = _litert()
         if config.mode == "fp16":
             from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
 
@@ -124,3 +134,21 @@ class QuantizeTflite(Pass):
                                    fold_quantize=False)
         result = _convert(model, quantized, config.dynamic_dims, out, QuantConfig(pt2e_quantizer=quantizer), examples, shapes)
         return result.derive(meta={"precision": "int8"})
+
+
+def _quantize_tflite_source(model: Model, config: QuantizeTfliteConfig, ctx: Context, out: Path) -> Model:
+    from edgekit.passes.litert_quantizer import has_fp16_weights, quantize_tflite_source
+
+    if config.mode == "fp16":
+        if not has_fp16_weights(model.path):
+            raise UnsupportedOnTarget("quantize-tflite: fp16 of a float32 .tflite source is not supported; "
+                                      "compile it with recipe fp32 or int8")
+        ctx.logger.info("quantize-tflite: the .tflite already stores its weights as fp16; kept as it is")
+        return model.derive(meta={"precision": "fp16"})
+    if model.meta.get("precision") == "int8":
+        raise UnsupportedOnTarget("quantize-tflite: the .tflite is quantized already (int8 inputs); "
+                                  "compile it with recipe fp32 to package it as it is")
+    meta = quantize_tflite_source(model, config.scheme, config.per_channel, config.calibration_samples, ctx, out)
+    inputs, outputs = _specs(model, out)
+    return model.derive(files=(out,), inputs=inputs, outputs=outputs,
+                        meta={"content_hash": files_sha256((out,)), **meta})

@@ -114,7 +114,7 @@ def test_onnx_source_is_refused_naming_what_is_needed(cnn_onnx):
     message = str(error.value)
     assert "no conversion leads from onnx to tflite" in message
     assert "tflite can be made from exported, torch" in message
-    with pytest.raises(UnsupportedOnTarget, match="quantize-tflite.*takes exported, torch.*from onnx"):
+    with pytest.raises(UnsupportedOnTarget, match="quantize-tflite.*takes exported, tflite, torch.*from onnx"):
         plan(cnn_onnx, "mobile-tflite", "int8")
 
 
