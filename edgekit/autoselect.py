@@ -11,6 +11,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
+from edgekit.model import Format
 from edgekit.package import Staging, read_package
 from edgekit.passes.quantize_ort import isa_choice
 from edgekit.recipe import Evaluation, Recipe, load_recipe
@@ -33,7 +34,7 @@ class Candidate:
     skipped: str = ""
 
 
-def candidates(target: Target) -> list[Candidate]:
+def candidates(target: Target, source_format: Format | None = None) -> list[Candidate]:
     """The target's recipes (its `recipes:` mapping) plus variants: dynamic int8, each static calibration method,
     the activation type the ISA does not favour, the target's transformer preset, and bf16 where the ISA runs it.
 
@@ -69,6 +70,16 @@ def candidates(target: Target) -> list[Candidate]:
             add("int8-dynamic", load_recipe("int8-dynamic"))
         if precision == "int8" and target.runtime == "openvino":
             add("int8-nncf-transformer", load_recipe("int8-nncf-transformer"))
+        tflite_step = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-tflite"), None)
+        if tflite_step is not None:  # LiteRT's quantizer on a .tflite source: integer kernels may not pay, so weights-only too
+            for scheme in TFLITE_SCHEMES:
+                name = f"{recipe.name}-{scheme}"
+                if source_format is Format.TFLITE:
+                    steps = list(recipe.steps)
+                    steps[tflite_step] = replace(steps[tflite_step], config=replace(steps[tflite_step].config, scheme=scheme))
+                    add(name, replace(recipe, name=name, steps=tuple(steps)))
+                else:
+                    add(name, None, f"scheme {scheme} quantizes .tflite sources only")
     for name in target.recipes.values():
         recipe = load_recipe(name)
         if recipe.name not in expanded:
@@ -83,6 +94,7 @@ def _with_static(recipe: Recipe, index: int, name: str, **changes: Any) -> Recip
     return replace(recipe, name=name, steps=tuple(steps))
 
 
+TFLITE_SCHEMES = ("weight-only", "dynamic")
 TRANSFORMER_ONLY = ("int4", "int8-nncf-transformer")  # candidates tried only on MatMul-heavy graphs
 
 
@@ -158,7 +170,9 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
     results: dict[str, Any] = {}
     records: list[dict] = []
     try:
-        for candidate in candidates(chosen_target):
+        from edgekit.ingest import ingest
+
+        for candidate in candidates(chosen_target, ingest(source, inputs).format):
             recipe = candidate.recipe
             if recipe is None:
                 records.append(_record(candidate, "skipped", candidate.skipped))

@@ -97,7 +97,9 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     try:
         with Staging(output) as staging:
             ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
-            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), chosen_target), *instruments)
+            # judged with the target's runtime options where it runs here; else on this CPU with exact defaults
+            judge = chosen_target if unavailable is None else None
+            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), judge), *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
             manifest["data"]["report"] = data_checks

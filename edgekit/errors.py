@@ -37,5 +37,12 @@ class PassFailed(EdgekitError):
     def __init__(self, step: str, cause: BaseException) -> None:
         self.step = step
         self.cause = cause
-        first_line = (str(cause).strip().splitlines() or [""])[0]
-        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {first_line}")
+        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {gist(cause)}")
+
+
+def gist(error: BaseException) -> str:
+    """A third-party error in one line: its first line, and its last when that says more (OpenVINO puts the why last)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[0] if len(lines) == 1 or lines[-1] == lines[0] else f"{lines[0]} … {lines[-1]}"

@@ -127,7 +127,8 @@ def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
     cosine = np.where(norms > 0, (ref * got).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
     metrics = {
-        "samples": int(len(ref)),
+        "samples": len(reference),  # feeds; rows below are each output's leading axis (a time-major output has T rows)
+        "rows": int(len(ref)),
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         "max_abs": float(diff.max()),

@@ -25,7 +25,7 @@ from edgekit.target import Target
 
 Origin = Literal["recipe", "inserted", "lowering"]
 VERSIONED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "nncf",
-                       "litert-torch", "executorch", "torch-pruning", "neural-compressor")
+                       "litert-torch", "ai-edge-quantizer", "executorch", "torch-pruning", "neural-compressor")
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,8 @@ def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], con
     """Keep `quantized` if its drop fits `max_drop`; else NNCF's accuracy control reverts ops to float."""
     from edgekit.runtime.openvino import compile_for
 
-    options = ctx.target.options if ctx.target is not None and ctx.target.runtime == "openvino" else {}
+    here = ctx.target is not None and ctx.target.runtime == "openvino" and ctx.target.availability() is None
+    options = ctx.target.options if here else {}  # a device absent here: judged on this CPU
     evaluation = (ctx.evaluation or ctx.calibration).head(config.eval_samples)
     feeds = list(evaluation.feeds())
     float_model = compile_for(read_ir(model), options)  # measured as the package will run
