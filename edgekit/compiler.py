@@ -166,6 +166,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         "reports": final.meta.get("reports", []),  # what passes measured: pruning sizes, distillation losses
         "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
         "isa_choice": final.meta.get("isa_choice"),  # CPU-dependent choices a pass made, for the target's ISA
+        "float_ops": final.meta.get("float_ops"),  # op types a quantizer left in float, with counts
         "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
                    **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
         "provenance": {

@@ -128,3 +128,13 @@ def test_unbound_symbolic_dims_are_named_before_benchmarking(vad, tmp_path, capl
         figures = measure(result.package, runs=2, warmup=1)
     assert figures["conditions"]["unbound_dims"] == {"x:x_dim1": 1}
     assert "input 'x': symbolic dim 'x_dim1' has no size from data or --input; benchmarked at 1" in caplog.text
+
+
+def test_ops_the_quantizer_leaves_in_float_are_named(classifier, tmp_path):
+    path, data, _ = classifier
+    recipe = tmp_path / "int8-no-gemm.yaml"
+    recipe.write_text("name: int8-no-gemm\nprecision: int8\nsteps:\n  - pass: quantize-static\n"
+                      "    with: {exclude_op_types: [Gemm]}\n")
+    result = compiler.compile(path, "cpu-ort", tmp_path / "int8", recipe, data,
+                              inputs=(parse_input_spec("x:1x3x48x192"),), bench_runs=2)
+    assert result.manifest["float_ops"] == {"Gemm": 1}  # the Conv is quantized, the excluded Gemm named

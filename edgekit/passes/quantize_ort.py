@@ -95,9 +95,31 @@ def _nodes_to_exclude(model: Model, exclude_nodes: tuple[str, ...], exclude_op_t
     return sorted(set(exclude_nodes) | set(by_type))
 
 
+# ops that do arithmetic worth quantizing; a node of these types reading no DequantizeLinear output stayed in float
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU", "Add", "Mul", "AveragePool",
+                         "GlobalAveragePool", "MaxPool", "Concat", "Sigmoid", "Softmax", "LeakyRelu", "Resize"})
+
+
+def float_ops(path: Path) -> dict[str, int]:
+    """Compute ops of a quantized graph with a float operand (the quantizer left them in float), by type."""
+    graph = load_graph(path).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    integer = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+    dynamic = {out for node in graph.node if node.op_type in integer for out in node.output}
+    found: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        operands = node.input[:2] if node.op_type in ("Conv", "ConvTranspose", "Gemm") else node.input  # a bias may stay float
+        if any(name and name not in dequantized and name not in dynamic for name in operands):
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    return found
+
+
 def _result(model: Model, out, choice: dict) -> Model:
     files = onnx_files(out)
-    return model.derive(files=files, meta={"content_hash": files_sha256(files), "precision": "int8", "isa_choice": choice})
+    return model.derive(files=files, meta={"content_hash": files_sha256(files), "precision": "int8", "isa_choice": choice,
+                                           "float_ops": float_ops(Path(out))})
 
 
 class QuantizeDynamic(Pass):

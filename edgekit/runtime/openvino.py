@@ -79,7 +79,7 @@ class OpenvinoSession(Session):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ordered = [feeds[spec.name] for spec in self.inputs]
-        result = self._request().infer(ordered, share_inputs=False, share_outputs=False)
+        result = self._request().infer(ordered, share_inputs=True, share_outputs=False)  # inputs live through this call
         return {spec.name: result[index] for index, spec in enumerate(self.outputs)}
 
 
