@@ -1,15 +1,17 @@
 """The conformance zoo run: every zoo model × every CPU-runnable target × {fp32, int8, auto}, then the peers.
 
-Each cell compiles one package in a fresh subprocess (a crash in one runtime cannot take the
-run down), runs it on the model's real evaluation data and scores the model's task with it.
-A cell is green when edgekit wrote a package; red cells carry one line: edgekit's error
-message, or "BUG: …" for anything that escaped edgekit's error handling. Results are kept per
-cell in benchmarks/.cache/zoo/cells/ (delete them or pass --fresh to re-measure), so a long run
-can be resumed. Then, per model, the fastest auto package within the task bar races the peers
-(benchmarks/peers.py) in one process, alternating rounds, and ZOO.md is written.
+Each model × target runs `--recipe auto` in a fresh subprocess (a crash in one runtime cannot
+take the run down), keeping every candidate package: the fp32 and int8 cells are its candidates
+for the target's fp32 and int8 recipes, the auto cell its choice. Each is run on the model's real
+evaluation data and scored on the model's task. A cell is green when edgekit wrote a package;
+red cells carry one line: edgekit's error message, or "BUG: …" for anything that escaped
+edgekit's error handling. Results are kept per model × target in benchmarks/.cache/zoo/cells/
+(delete them or pass --fresh to re-measure), so a long run can be resumed. Then, per model, the
+fastest auto package within the task bar races the peers (benchmarks/peers.py) in one process,
+alternating rounds, and ZOO.md is written.
 
     python benchmarks/zoo.py                                   # everything (an hour or more on 2 cores)
-    python benchmarks/zoo.py --models digits,magika --targets cpu-ort --recipes fp32,int8
+    python benchmarks/zoo.py --models digits,magika --targets cpu-ort
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,65 +48,92 @@ def build(name: str) -> ZooModel:
     return importlib.import_module(f"benchmarks.zoo.{name}").build(CACHE)
 
 
-def cell_path(model: str, target: str, recipe: str) -> Path:
-    return CACHE / "cells" / f"{model}--{target}--{recipe}.json"
+def cell_path(model: str, target: str) -> Path:
+    return CACHE / "cells" / f"{model}--{target}.json"
 
 
-def run_cell(model_name: str, target: str, recipe: str, threads: int, runs: int) -> dict:
-    """Compile, score and measure one cell in this process; every outcome is a dict."""
-    from edgekit import compile as compile_package
+def int8_candidate(target: str, names: list[str]) -> str | None:
+    """The auto candidate that is the target's own int8 recipe (`--recipe int8`): itself, or its minmax variant."""
+    from edgekit.target import load_target
+
+    recipe = load_target(target).recipes.get("int8")
+    return next((name for name in (recipe, f"{recipe}-minmax") if name in names), None)
+
+
+def run_target(model_name: str, target: str, threads: int, runs: int) -> list[dict]:
+    """`--recipe auto` for one model on one target, keeping every candidate; the fp32, int8 and auto cells from it.
+
+    The fp32 and int8 cells are auto's candidates for the target's fp32 and int8 recipes: the same
+    steps on the same data as `--recipe fp32` / `--recipe int8`, compiled once.
+    """
+    from edgekit.autoselect import compile_auto
     from edgekit.errors import EdgekitError
-    from edgekit.runtime import load
     from edgekit.spec import parse_input_spec
 
     started = time.perf_counter()
-    cell: dict = {"model": model_name, "target": target, "recipe": recipe}
+    base = {"model": model_name, "target": target}
     try:
         model = build(model_name)
-        output = CACHE / "packages" / f"{model_name}--{target}--{recipe}"
-        result = compile_package(model.source, target, output, recipe, model.calib, model.eval,
-                                 tuple(parse_input_spec(text) for text in model.inputs), CACHE / "steps",
-                                 bench_runs=runs, threads=threads)
-        manifest = result.manifest
-        session = load(result.package, threads=threads)
-        task = model.task(lambda feed: list(session.run(feed).values()))
-        reference = model.task(model.reference)
-        bench = manifest["metrics"]["bench"]
-        cell.update(
-            status="ok", package=str(result.package), precision=manifest["precision"],
-            chosen=(manifest.get("auto") or {}).get("chosen", manifest["recipe"]["name"]),
-            p50_ms=bench["latency_ms"]["p50"], size_bytes=sum(entry["bytes"] for entry in manifest["files"]),
-            fidelity={k: manifest["metrics"]["fidelity"].get(k) for k in ("cosine_mean", "cosine_min", "max_rel",
-                                                                           "top1_agreement", "executed_precision")},
-            task={"metric": task.metric, "value": task.value, "reference": reference.value, "detail": task.detail},
-            keeps_task=task.value >= reference.value - TASK_BAR,
-            candidates=[{k: row.get(k) for k in ("name", "status", "verdict", "p50_ms", "reason")}
-                        for row in (manifest.get("auto") or {}).get("candidates", [])],
-            conditions={k: bench["conditions"].get(k) for k in ("threads", "batch", "runs", "warmup", "input_shapes")},
-        )
+        folder = CACHE / "packages" / f"{model_name}--{target}"
+        shutil.rmtree(folder, ignore_errors=True)
+        result = compile_auto(model.source, target, folder / "auto", model.calib, model.eval,
+                              tuple(parse_input_spec(text) for text in model.inputs), CACHE / "steps",
+                              bench_runs=runs, threads=threads, keep_candidates=folder / "candidates")
     except EdgekitError as error:
-        cell.update(status="failed", reason=str(error).splitlines()[0])
-    except Exception as error:  # noqa: BLE001 — a cell that escaped edgekit's errors is a bug to list, not a crash
-        cell.update(status="bug", reason=f"BUG: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}",
-                    traceback=traceback.format_exc(limit=8))
-    cell["seconds"] = round(time.perf_counter() - started, 1)
-    return cell
+        reason = str(error).splitlines()[0]
+        return [{**base, "recipe": recipe, "status": "failed", "reason": reason} for recipe in RECIPES]
+    except Exception as error:  # noqa: BLE001 — escaped edgekit's errors: a bug to list, not a crash
+        reason = f"BUG: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        return [{**base, "recipe": recipe, "status": "bug", "reason": reason, "traceback": traceback.format_exc(limit=8)}
+                for recipe in RECIPES]
+    rows = {row["name"]: row for row in result.manifest["auto"]["candidates"]}
+    reference = model.task(model.reference)
+    picks = {"fp32": "fp32", "int8": int8_candidate(target, list(rows)), "auto": result.manifest["auto"]["chosen"]}
+    cells = []
+    for recipe, name in picks.items():
+        row = rows.get(name or "")
+        if row is None or row["status"] != "ok":
+            reason = row["reason"] if row else f"the target has no {recipe} recipe"
+            cells.append({**base, "recipe": recipe, "status": "failed" if row else "none", "reason": reason or row["verdict"]})
+            continue
+        package = result.package if recipe == "auto" else folder / "candidates" / name
+        cells.append({**base, "recipe": recipe, **score(model, package, threads, reference), "chosen": name,
+                      "p50_ms": row["p50_ms"], "size_bytes": row["size_bytes"], "conditions": row["conditions"],
+                      "candidates": [{k: r.get(k) for k in ("name", "status", "verdict", "p50_ms", "reason")}
+                                     for r in rows.values()] if recipe == "auto" else []})
+    for cell in cells:
+        cell["seconds"] = round(time.perf_counter() - started, 1)
+    return cells
 
 
-def cell_in_subprocess(model: str, target: str, recipe: str, threads: int, runs: int) -> dict:
-    """One cell in a fresh interpreter; a crash or time-out becomes a red cell."""
-    path = cell_path(model, target, recipe)
+def score(model: ZooModel, package: Path, threads: int, reference) -> dict:
+    """The task on a package, against the source model's own score."""
+    from edgekit.runtime import load
+
+    session = load(package, threads=threads)
+    task = model.task(lambda feed: list(session.run(feed).values()))
+    manifest = json.loads((Path(package) / "manifest.json").read_text())
+    fidelity = manifest["metrics"]["fidelity"]
+    return {"status": "ok", "package": str(package), "precision": manifest["precision"],
+            "fidelity": {k: fidelity.get(k) for k in ("cosine_mean", "cosine_min", "max_rel", "top1_agreement", "executed_precision")},
+            "task": {"metric": task.metric, "value": task.value, "reference": reference.value, "detail": task.detail},
+            "keeps_task": task.value >= reference.value - TASK_BAR}
+
+
+def target_in_subprocess(model: str, target: str, threads: int, runs: int) -> list[dict]:
+    """One model × target in a fresh interpreter; a crash or time-out becomes red cells."""
+    path = cell_path(model, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    command = [sys.executable, __file__, "--cell", model, target, recipe, "--threads", str(threads), "--runs", str(runs)]
+    command = [sys.executable, __file__, "--cell", model, target, "--threads", str(threads), "--runs", str(runs)]
+    base = {"model": model, "target": target, "status": "bug"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=CELL_TIMEOUT_S, cwd=HERE.parent)
     except subprocess.TimeoutExpired:
-        return {"model": model, "target": target, "recipe": recipe, "status": "bug", "reason": f"timed out after {CELL_TIMEOUT_S} s"}
+        return [{**base, "recipe": recipe, "reason": f"BUG: timed out after {CELL_TIMEOUT_S} s"} for recipe in RECIPES]
     if done.returncode != 0 or not path.is_file():
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        return {"model": model, "target": target, "recipe": recipe, "status": "bug",
-                "reason": f"BUG: the cell's process died (exit {done.returncode}): {tail}"}
+        return [{**base, "recipe": recipe, "reason": f"BUG: the process died (exit {done.returncode}): {tail}"} for recipe in RECIPES]
     return json.loads(path.read_text())
 
 
@@ -117,37 +147,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default="")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--fresh", action="store_true", help="re-measure cells measured before")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "ZOO.md")
-    parser.add_argument("--cell", nargs=3, metavar=("MODEL", "TARGET", "RECIPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--cell", nargs=2, metavar=("MODEL", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.cell:
-        cell = run_cell(*args.cell, args.threads, args.runs)
-        cell_path(*args.cell).write_text(json.dumps(cell, indent=1))
+        cells = run_target(*args.cell, args.threads, args.runs)
+        cell_path(*args.cell).write_text(json.dumps(cells, indent=1))
         return
     from benchmarks.zoo_report import write_report
 
     models = [m for m in args.models.split(",") if m]
     targets = [t for t in args.targets.split(",") if t] or cpu_targets()
-    recipes = [r for r in args.recipes.split(",") if r]
     cells: list[dict] = []
     for model in models:
         for target in targets:
-            for recipe in recipes:
-                path = cell_path(model, target, recipe)
-                if path.is_file() and not args.fresh:
-                    cell = json.loads(path.read_text())
-                else:
-                    cell = cell_in_subprocess(model, target, recipe, args.threads, args.runs)
-                    path.write_text(json.dumps(cell, indent=1))
-                cells.append(cell)
-                print(f"{model:24} {target:18} {recipe:5} {cell['status']:6} "
-                      + (f"{cell['p50_ms']:.3f} ms  {cell['task']['metric']} {cell['task']['value']:.4f}"
+            path = cell_path(model, target)
+            if path.is_file() and not args.fresh:
+                found = json.loads(path.read_text())
+            else:
+                found = target_in_subprocess(model, target, args.threads, args.runs)
+                path.write_text(json.dumps(found, indent=1))
+            cells += found
+            for cell in found:
+                print(f"{model:24} {target:18} {cell['recipe']:5} {cell['status']:6} "
+                      + (f"{cell['p50_ms']:.3f} ms  {cell['task']['metric']} {cell['task']['value']:.4f} ({cell['chosen']})"
                          if cell["status"] == "ok" else cell["reason"][:140]), flush=True)
     races = {}
     if not args.no_peers:
@@ -163,7 +191,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 — one model's race failing must not lose the others
                 races[model] = {"error": f"{type(error).__name__}: {error}"}
             print(f"peers {model}: ratio {races[model].get('ratio')}", flush=True)
-    write_report(args.out, cells, races, targets, recipes)
+    write_report(args.out, cells, races, targets, list(RECIPES))
     print(f"wrote {args.out}")
 
 

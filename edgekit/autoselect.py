@@ -153,8 +153,10 @@ def choose(records: list[dict], tolerance: Evaluation) -> tuple[dict | None, lis
 def compile_auto(source: str | Path, target: str | Path, output: str | Path, calib: str | Path | None = None,
                  eval: str | Path | None = None, inputs: tuple = (), cache_dir: Path | None = None,
                  bench_runs: int = 50, threads: int | None = None, progress: Any = None,
-                 instruments: tuple = (), tolerance: Evaluation | None = None):
+                 instruments: tuple = (), tolerance: Evaluation | None = None, keep_candidates: Path | None = None):
     """Compile each candidate into a scratch folder, measure, choose, and write the winner to `output`.
+
+    `keep_candidates`: a folder to keep every candidate's package in (`<folder>/<candidate>`), else they are removed.
 
     The winner's manifest gains `auto`: the tolerance, whether it was the default, and every candidate row.
     """
@@ -188,7 +190,8 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                                                           metric=(tolerance or Evaluation()).metric))
             log.info("auto: compiling candidate %s", candidate.name)
             try:
-                result = compile_one(source, chosen_target.source, scratch / candidate.name, measured, calib, eval, inputs,
+                result = compile_one(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
+                                     calib, eval, inputs,
                                      cache, bench_runs, threads, progress, instruments)
             except EdgekitError as error:
                 records.append(_record(candidate, "failed", str(error)))
