@@ -112,3 +112,16 @@ def test_a_failing_candidate_is_listed_not_fatal(tmp_path, cnn_source, cnn_data)
     assert rows["fp32"]["chosen"] and rows["fp16-weights"]["status"] == "failed"
     assert "fp16" in rows["fp16-weights"]["reason"]
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_mobile_tflite_candidates_add_litert_schemes_for_tflite_sources():
+    from edgekit.model import Format
+
+    target = load_target("mobile-tflite")
+    for_tflite = {c.name: c for c in candidates(target, Format.TFLITE)}
+    schemes = {name: next(s for s in c.recipe.steps if s.pass_name == "quantize-tflite").config.scheme
+               for name, c in for_tflite.items() if name.startswith("int8-tflite-")}
+    assert schemes == {"int8-tflite-weight-only": "weight-only", "int8-tflite-dynamic": "dynamic"}
+    for_torch = {c.name: c for c in candidates(target, Format.TORCH)}
+    assert for_torch["int8-tflite-dynamic"].recipe is None
+    assert "quantizes .tflite sources only" in for_torch["int8-tflite-dynamic"].skipped
