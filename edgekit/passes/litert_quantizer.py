@@ -153,7 +153,7 @@ def _signature_feeds(plain: bytes, model: Model, ctx: Context, samples: int) -> 
     if None in keys or len(keys) != len(model.inputs):
         raise UnsupportedOnTarget("quantize-tflite: the .tflite's signature does not list the model's inputs; "
                                   "give a model whose serving_default signature takes every input")
-    return [{key: np.ascontiguousarray(feed[spec.name]) for key, spec in zip(keys, model.inputs)}
+    return [{key: np.require(feed[spec.name], requirements="C") for key, spec in zip(keys, model.inputs)}
             for feed in ctx.calibration.head(samples).feeds()]
 
 
