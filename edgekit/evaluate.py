@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError
+from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError, gist
 from edgekit.model import Format, Model
 from edgekit.recipe import BUILTIN_METRICS, Evaluation
 
@@ -248,8 +248,7 @@ def _open_produced(pass_name: str, model: Model, target: Target | None) -> Runne
     except EdgekitError:
         raise
     except Exception as error:  # the runtime's own parse/validation error names the node
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        refusal = RuntimeError(f"produced a model {RUNTIME_OF_FORMAT.get(model.format, 'torch')} refuses: {first}")
+        refusal = RuntimeError(f"produced a model {RUNTIME_OF_FORMAT.get(model.format, 'torch')} refuses: {gist(error)}")
         raise PassFailed(pass_name, refusal) from None
 
 
