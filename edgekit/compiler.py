@@ -173,6 +173,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
             "source": source.meta.get("source"), "source_hash": source.meta.get("source_hash"),
             "source_format": source.format.value, "exporter": final.meta.get("exporter"),
             "export_fallback_reason": final.meta.get("export_fallback_reason"),
+            "delegate": final.meta.get("delegate"),  # ExecuTorch: xnnpack, or why the program runs on portable kernels
             "versions": library_versions(),
         },
         "data": {

@@ -205,3 +205,24 @@ class MaskedPool(nn.Module):
 
 def masked_pool():
     return seeded(MaskedPool), (torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.int64))
+
+
+class PreluHead(nn.Module):
+    """MTCNN's ONet pattern (PReLU after pooling and after a Linear on a permuted map) that XNNPACK's lowering rejects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.prelu = nn.PReLU(4)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.fc = nn.Linear(4 * 3 * 3, 3)
+        self.prelu_fc = nn.PReLU(3)
+
+    def forward(self, x):
+        x = self.pool(self.prelu(self.conv(x))).permute(0, 3, 2, 1).contiguous()
+        return self.prelu_fc(self.fc(x.view(x.shape[0], -1)))
+
+
+def prelu_head():
+    """Factory for `tests/models.py:prelu_head` (input [1, 3, 8, 8])."""
+    return seeded(PreluHead), (torch.randn(1, 3, 8, 8),)

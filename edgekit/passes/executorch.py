@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.digest import files_sha256
-from edgekit.errors import MissingBackend
+from edgekit.errors import MissingBackend, gist
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
 from edgekit.passes.pt2e import calibrated, export_inputs, static_specs, torch_module
@@ -37,13 +37,19 @@ def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Mo
     if symbolic:
         ctx.logger.info("ExecuTorch takes static shapes: symbolic dim(s) %s fixed to 1 (set them with --input)",
                         ", ".join(symbolic))
+    delegate = "xnnpack"
     with muted_logs("root", "torch.export", "executorch"):
         program = torch.export.export(module, examples)
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        try:
+            lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        except Exception as error:  # XNNPACK's lowering passes reject some graphs: run them on portable kernels
+            delegate = f"none: XNNPACK's lowering failed ({type(error).__name__}: {gist(error)})"
+            ctx.logger.warning("convert-executorch: %s; the program runs on ExecuTorch's portable kernels", delegate)
+            lowered = to_edge_transform_and_lower(program).to_executorch()
     out.write_bytes(lowered.buffer)
     return model.derive(format=Format.EXECUTORCH, files=(out,), module=None, example_inputs=None,
                         inputs=static_specs(model.inputs), outputs=_output_specs(model, out),
-                        meta={"content_hash": files_sha256((out,))})
+                        meta={"content_hash": files_sha256((out,)), "delegate": delegate})
 
 
 def _output_specs(model: Model, out: Path) -> tuple[TensorSpec, ...]:

@@ -100,3 +100,21 @@ def test_plans(cnn_source, cnn_onnx):
         plan(cnn_source, "mobile-executorch", "fp16")
     with pytest.raises(UnsupportedOnTarget, match="from onnx to executorch; executorch can be made from exported, torch"):
         plan(cnn_onnx, "mobile-executorch", "fp32")
+
+
+def test_graph_xnnpack_cannot_lower_runs_on_portable_kernels(tmp_path):
+    from edgekit.runtime import load
+    from edgekit.spec import parse_input_spec
+
+    source = f"{Path(__file__).resolve().parent.parent / 'models.py'}:prelu_head"
+    images = np.random.default_rng(0).standard_normal((8, 1, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=images)
+    from edgekit import compiler
+
+    result = compiler.compile(source, "mobile-executorch", tmp_path / "pkg", "fp32", tmp_path / "data.npz",
+                              inputs=(parse_input_spec("x:1x3x8x8"),), bench_runs=2)
+    assert result.manifest["provenance"]["delegate"].startswith("none: XNNPACK's lowering failed")
+    module, _ = __import__("models").prelu_head()
+    want = module(torch.from_numpy(images[0])).detach().numpy()
+    got = list(load(result.package).run({"x": images[0]}).values())[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # fp32 portable kernels
