@@ -226,3 +226,19 @@ class PreluHead(nn.Module):
 def prelu_head():
     """Factory for `tests/models.py:prelu_head` (input [1, 3, 8, 8])."""
     return seeded(PreluHead), (torch.randn(1, 3, 8, 8),)
+
+
+class FixedLength(nn.Module):
+    """Reads x [batch, seq, 8] but flattens with a constant: torch.export cannot keep `seq` dynamic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(x.reshape(x.shape[0], 12 * 8))
+
+
+def fixed_length():
+    """Factory for `tests/models.py:fixed_length` (input x [batch, seq, 8]; seq must be 12)."""
+    return seeded(FixedLength), (torch.randn(1, 12, 8),)

@@ -145,7 +145,8 @@ def _torch_model(module, examples: tuple | None, input_specs: tuple[TensorSpec, 
     unknown = [spec.name for spec in inputs if spec.name not in names]
     if unknown and len(inputs) != len(names):
         raise UserError(f"{source}: --input names {', '.join(unknown)}, but forward() takes {', '.join(names)}")
-    run_examples = tuple(_example_tensor(spec) for spec in inputs)
+    sizes = _example_sizes(inputs, examples)
+    run_examples = tuple(_example_tensor(spec, sizes) for spec in inputs)
     outputs = _output_specs(module, run_examples, inputs)
     return Model(
         Format.TORCH, inputs, outputs, module=module, example_inputs=run_examples,
@@ -156,10 +157,20 @@ def _torch_model(module, examples: tuple | None, input_specs: tuple[TensorSpec, 
 EXAMPLE_BATCH = 2  # symbolic dims get 2 in examples: torch.export specialises dims of size 1
 
 
-def _example_tensor(spec: TensorSpec):
+def _example_sizes(inputs: tuple[TensorSpec, ...], examples: tuple | None) -> dict[str, int]:
+    """Symbolic non-batch dims → the factory's example size there (a length or image size the model expects)."""
+    sizes: dict[str, int] = {}
+    for spec, tensor in zip(inputs, examples or ()):
+        if len(tensor.shape) == len(spec.shape):
+            sizes.update({dim: int(size) for axis, (dim, size) in enumerate(zip(spec.shape, tensor.shape))
+                          if axis > 0 and isinstance(dim, str) and size > 1})
+    return sizes
+
+
+def _example_tensor(spec: TensorSpec, sizes: dict[str, int] | None = None):
     torch = _torch()
     generator = torch.Generator().manual_seed(0)
-    shape = spec.concrete_shape(default=EXAMPLE_BATCH)
+    shape = spec.concrete_shape(sizes, default=EXAMPLE_BATCH)
     dtype = getattr(torch, spec.dtype)
     if dtype.is_floating_point:
         return torch.randn(shape, generator=generator).to(dtype)

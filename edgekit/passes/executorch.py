@@ -14,7 +14,7 @@ from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, gist
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
-from edgekit.passes.pt2e import calibrated, export_inputs, static_specs, torch_module
+from edgekit.passes.pt2e import calibrated, data_sizes, export_inputs, static_specs, torch_module
 from edgekit.spec import TensorSpec
 
 
@@ -24,7 +24,14 @@ class QuantizeExecutorchConfig:
     calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
 
 
-def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Model:
+def _static(model: Model, ctx: Context) -> tuple[tuple, dict[str, int]]:
+    """Examples for a static export: symbolic dims at their size in the compile's data, else 1."""
+    sizes = data_sizes(model.inputs, ctx.calibration or ctx.evaluation)
+    examples, _ = export_inputs(model, dynamic=False, sizes=sizes)
+    return examples, sizes
+
+
+def _lower(model: Model, module, examples: tuple, sizes: dict[str, int], out: Path, ctx: Context) -> Model:
     """Export `module` with static shapes, lower it to XNNPACK, write the .pte and describe it."""
     import torch
 
@@ -35,8 +42,8 @@ def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Mo
         raise MissingBackend("executorch", "executorch", "converting PyTorch to .pte") from None
     symbolic = sorted({d for spec in model.inputs for d in spec.shape if isinstance(d, str)})
     if symbolic:
-        ctx.logger.info("ExecuTorch takes static shapes: symbolic dim(s) %s fixed to 1 (set them with --input)",
-                        ", ".join(symbolic))
+        ctx.logger.info("ExecuTorch takes static shapes: symbolic dim(s) %s fixed to %s (the data's sizes, else 1; "
+                        "set them with --input)", ", ".join(symbolic), ", ".join(str(sizes.get(d, 1)) for d in symbolic))
     delegate = "xnnpack"
     with muted_logs("root", "torch.export", "executorch"):
         program = torch.export.export(module, examples)
@@ -48,7 +55,7 @@ def _lower(model: Model, module, examples: tuple, out: Path, ctx: Context) -> Mo
             lowered = to_edge_transform_and_lower(program).to_executorch()
     out.write_bytes(lowered.buffer)
     return model.derive(format=Format.EXECUTORCH, files=(out,), module=None, example_inputs=None,
-                        inputs=static_specs(model.inputs), outputs=_output_specs(model, out),
+                        inputs=static_specs(model.inputs, sizes), outputs=_output_specs(model, out),
                         meta={"content_hash": files_sha256((out,)), "delegate": delegate})
 
 
@@ -67,10 +74,11 @@ class ConvertExecutorch(Pass):
     Config = NoConfig
     tolerance = 1e-4
     conversion = True
+    uses_calibration = True  # symbolic dims are fixed to the data's sizes
 
     def run(self, model: Model, config: NoConfig, ctx: Context) -> Model:
-        examples, _ = export_inputs(model, dynamic=False)
-        return _lower(model, torch_module(model), examples, ctx.step_dir(self.name) / "model.pte", ctx)
+        examples, sizes = _static(model, ctx)
+        return _lower(model, torch_module(model), examples, sizes, ctx.step_dir(self.name) / "model.pte", ctx)
 
 
 class QuantizeExecutorch(Pass):
@@ -89,8 +97,8 @@ class QuantizeExecutorch(Pass):
         except ImportError:
             raise MissingBackend("executorch", "executorch", "quantizing for ExecuTorch") from None
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
-        examples, _ = export_inputs(model, dynamic=False)
+        examples, sizes = _static(model, ctx)
         with muted_logs("root", "torch.export"):
             quantized = calibrated(model, quantizer, examples, None, config.calibration_samples, ctx, self.name)
-        result = _lower(model, quantized, examples, ctx.step_dir(self.name) / "model.pte", ctx)
+        result = _lower(model, quantized, examples, sizes, ctx.step_dir(self.name) / "model.pte", ctx)
         return result.derive(meta={"precision": "int8"})

@@ -20,10 +20,23 @@ def torch_module(model: Model):
     return model.module.module() if model.format is Format.EXPORTED else model.module
 
 
-def export_inputs(model: Model, dynamic: bool) -> tuple[tuple, tuple | None]:
+def data_sizes(specs: tuple[TensorSpec, ...], data) -> dict[str, int]:
+    """Symbolic dim name → its size in the data's first sample (a Dataset, or None: no sizes)."""
+    sizes: dict[str, int] = {}
+    if data is None:
+        return sizes
+    for spec in specs:
+        array = data.arrays.get(spec.name)
+        if array is not None and array.ndim == len(spec.shape) + 1:
+            sizes.update({dim: size for dim, size in zip(spec.shape, array.shape[1:]) if isinstance(dim, str)})
+    return sizes
+
+
+def export_inputs(model: Model, dynamic: bool, sizes: dict[str, int] | None = None) -> tuple[tuple, tuple | None]:
     """Example tensors and torch.export `dynamic_shapes` (by position) for the model's inputs.
 
-    With `dynamic`, each symbolic dim becomes one export Dim per name; without, it is fixed to 1.
+    With `dynamic`, each symbolic dim becomes one export Dim per name; without, it is fixed to its
+    size in `sizes` (the data's), else 1.
     """
     import torch
 
@@ -31,8 +44,7 @@ def export_inputs(model: Model, dynamic: bool) -> tuple[tuple, tuple | None]:
     dims: dict[str, Any] = {}
     examples, shapes = [], []
     for spec in model.inputs:
-        size = EXAMPLE_SIZE if dynamic else 1
-        shape = spec.concrete_shape(default=size)
+        shape = spec.concrete_shape(None if dynamic else sizes, default=EXAMPLE_SIZE if dynamic else 1)
         dtype = getattr(torch, spec.dtype)
         examples.append(torch.randn(shape, generator=generator).to(dtype) if dtype.is_floating_point
                         else torch.zeros(shape, dtype=dtype))
@@ -43,9 +55,9 @@ def export_inputs(model: Model, dynamic: bool) -> tuple[tuple, tuple | None]:
     return tuple(examples), dynamic_shapes
 
 
-def static_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-    """The specs with every symbolic dim fixed to 1 (what a static export of them accepts)."""
-    return tuple(TensorSpec(spec.name, spec.concrete_shape(default=1), spec.dtype) for spec in specs)
+def static_specs(specs: tuple[TensorSpec, ...], sizes: dict[str, int] | None = None) -> tuple[TensorSpec, ...]:
+    """The specs with every symbolic dim fixed to its size in `sizes`, else 1 (what a static export of them accepts)."""
+    return tuple(TensorSpec(spec.name, spec.concrete_shape(sizes, default=1), spec.dtype) for spec in specs)
 
 
 def calibrated(model: Model, quantizer, examples: tuple, dynamic_shapes: tuple | None, samples: int, ctx: Context,

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 from edgekit.digest import files_sha256
-from edgekit.errors import MissingBackend, UnsupportedOnTarget
+from edgekit.errors import MissingBackend, UnsupportedOnTarget, gist
 from edgekit.ingest.tflite import interpreter_specs
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
-from edgekit.passes.pt2e import calibrated, export_inputs, torch_module
+from edgekit.passes.pt2e import calibrated, data_sizes, export_inputs, torch_module
 from edgekit.spec import TensorSpec
 
 
@@ -98,10 +98,23 @@ class ConvertTflite(Pass):
     Config = ConvertTfliteConfig
     tolerance = 1e-4
     conversion = True
+    uses_calibration = True  # when dynamic dims cannot be exported, they are fixed to the data's sizes
 
     def run(self, model: Model, config: ConvertTfliteConfig, ctx: Context) -> Model:
         out = ctx.step_dir("convert-tflite") / "model.tflite"
-        return _convert(model, torch_module(model), config.dynamic_dims, out)
+        symbolic = any(not spec.is_static for spec in model.inputs)
+        if not (config.dynamic_dims and symbolic):
+            return _convert(model, torch_module(model), False, out)
+        try:
+            return _convert(model, torch_module(model), True, out)
+        except Exception as error:  # torch.export could not keep a dim dynamic (the model specialises it)
+            sizes = data_sizes(model.inputs, ctx.calibration or ctx.evaluation)
+            why = f"{type(error).__name__}: {gist(error)}"
+            ctx.logger.warning("convert-tflite: dynamic dims failed to export (%s); fixed to the data's sizes %s",
+                               why[:300], sizes or "(1)")
+            examples, _ = export_inputs(model, dynamic=False, sizes=sizes)
+            result = _convert(model, torch_module(model), False, out, examples=examples)
+            return result.derive(meta={"static_reason": why})
 
 
 class QuantizeTflite(Pass):
