@@ -43,11 +43,11 @@ def test_static_shape_target_names_the_symbolic_dim_and_the_fix(cnn_onnx, tmp_pa
     assert plan(cnn_onnx, target, "fp32", (parse_input_spec("image:1x1x8x8"),)).steps == ()
 
 
-def test_a_step_needing_torch_gets_onnx_to_torch_inserted(cnn_onnx, tmp_path):
+def test_no_conversion_path_is_an_error(cnn_onnx, tmp_path):
     recipe = tmp_path / "needs-torch.yaml"
     recipe.write_text("steps:\n  - pass: export-onnx\n")
-    steps = plan(cnn_onnx, "cpu-ort", recipe).describe()
-    assert [(s["pass"], s["origin"]) for s in steps][:2] == [("onnx-to-torch", "inserted"), ("export-onnx", "recipe")]
+    with pytest.raises(UnsupportedOnTarget, match="takes exported, torch, but no conversion leads from onnx"):
+        plan(cnn_onnx, "cpu-ort", recipe)
 
 
 def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path, cache_dir):

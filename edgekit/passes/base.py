@@ -85,7 +85,6 @@ class Context:
 
 BUILTIN_PASSES: dict[str, str] = {
     "export-onnx": "edgekit.passes.export:ExportOnnx",
-    "onnx-to-torch": "edgekit.passes.onnx_torch:OnnxToTorch",
     "optimize-onnx": "edgekit.passes.optimize:OptimizeOnnx",
     "upgrade-onnx-opset": "edgekit.passes.opset:UpgradeOnnxOpset",
     "quantize-dynamic": "edgekit.passes.quantize_ort:QuantizeDynamic",

@@ -108,11 +108,14 @@ def test_int8_needs_calibration_data(tmp_path, cnn_source):
         QuantizeTflite().run(model, QuantizeTfliteConfig(), Context(tmp_path))
 
 
-def test_onnx_source_plans_through_onnx_to_torch(cnn_onnx):
-    steps = plan(cnn_onnx, "mobile-tflite", "fp32").describe()
-    assert [(s["pass"], s["origin"]) for s in steps] == [("onnx-to-torch", "inserted"), ("convert-tflite", "inserted")]
-    steps = plan(cnn_onnx, "mobile-tflite", "int8").describe()
-    assert [s["pass"] for s in steps] == ["onnx-to-torch", "quantize-tflite"]
+def test_onnx_source_is_refused_naming_what_is_needed(cnn_onnx):
+    with pytest.raises(UnsupportedOnTarget) as error:
+        plan(cnn_onnx, "mobile-tflite", "fp32")
+    message = str(error.value)
+    assert "no conversion leads from onnx to tflite" in message
+    assert "tflite can be made from exported, torch" in message
+    with pytest.raises(UnsupportedOnTarget, match="quantize-tflite.*takes exported, tflite, torch.*from onnx"):
+        plan(cnn_onnx, "mobile-tflite", "int8")
 
 
 def test_plan_inserts_the_conversion_and_refuses_int4(cnn_source):
