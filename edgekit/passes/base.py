@@ -105,6 +105,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "compress-weights-nncf": "edgekit.passes.quantize_nncf:CompressWeightsNncf",
     "convert-tflite": "edgekit.passes.tflite:ConvertTflite",
     "quantize-tflite": "edgekit.passes.tflite:QuantizeTflite",
+    "tflite-to-onnx": "edgekit.passes.tflite_onnx:TfliteToOnnx",
     "convert-executorch": "edgekit.passes.executorch:ConvertExecutorch",
     "quantize-executorch": "edgekit.passes.executorch:QuantizeExecutorch",
 }
