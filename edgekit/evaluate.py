@@ -241,10 +241,13 @@ def executed_tolerance(tolerance: float, *precisions: str) -> float:
     return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
 
 
-def _open_produced(pass_name: str, model: Model, target: Target | None) -> Runner:
-    """A runner on a step's output; a model its runtime refuses is the pass's error, naming the runtime's complaint."""
+def _produced(pass_name: str, model: Model, target: Target | None,
+              feeds: list[dict[str, np.ndarray]] | None) -> tuple[list[list[np.ndarray]], str]:
+    """A step's output opened (and run on `feeds`, if given); a model its runtime refuses or fails on is the
+    pass's error, naming the runtime's complaint."""
     try:
-        return runner_for(model, target=target)
+        run = runner_for(model, target=target)
+        return (collect(run, feeds) if feeds else []), execution_precision(run)
     except EdgekitError:
         raise
     except Exception as error:  # the runtime's own parse/validation error names the node
@@ -279,10 +282,9 @@ class FidelityCheck:
         tolerance = get_pass(step.step.pass_name).tolerance
         if record.cached or not self.feeds:
             return
-        run = _open_produced(step.step.pass_name, after, self.target)
+        produced, precision = _produced(step.step.pass_name, after, self.target, self.feeds if tolerance else None)
         if tolerance is None:
             return
-        produced, precision = collect(run, self.feeds), execution_precision(run)
         reference, reference_precision = self._outputs(before)
         metrics = compare(reference, produced)
         self._last = (after, produced, precision)

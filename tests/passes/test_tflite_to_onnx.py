@@ -1,37 +1,38 @@
 """tflite-to-onnx: a .tflite made elsewhere reaches cpu-ort through tflite2onnx, with the .tflite's own io.
 
-The source is MediaPipe's short-range face detector (fp16 weights behind DEQUANTIZE, NHWC input), as
-the benchmark zoo caches it (skipped where it is not cached); it is compiled for cpu-ort and run on the
-real ONNX Runtime against LiteRT.
+The source is MediaPipe's short-range face detector (fp16 weights behind DEQUANTIZE, NHWC input), read
+from the mediapipe wheel as the benchmark zoo does (downloaded once with `pip download --no-deps`, never
+installed); it is compiled for cpu-ort and run on the real ONNX Runtime against LiteRT.
 The tiny CNN's .tflite is the refusal case: litert-torch makes its 1-channel conv a DEPTHWISE_CONV_2D
 with depth multiplier 8, which tflite2onnx 0.4.1 does not convert.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import compile_cnn
+from extras import require
 
 from edgekit.compiler import compile, plan
 from edgekit.errors import UnsupportedOnTarget
 from edgekit.ingest import ingest
 from edgekit.runtime.tflite import interpreter_class
 
-pytest.importorskip("tflite2onnx")
+require("tflite2onnx", "tflite2onnx")
 
 FP32_RTOL = 1e-4  # max |diff| / max |reference|
-FACE = (Path(__file__).parents[2] / "benchmarks/.cache/zoo/wheels/mediapipe/files/mediapipe/modules/face_detection"
-        / "face_detection_short_range.tflite")
 
 
 @pytest.fixture(scope="module")
 def tflite_source() -> Path:
-    if not FACE.exists():
-        pytest.skip(f"MediaPipe's face detector is not cached here ({FACE}): python -m benchmarks.zoo fetches it")
-    return FACE
+    sys.path.insert(0, str(Path(__file__).parents[2]))
+    from benchmarks.zoo import wheel_file
+
+    return wheel_file("mediapipe==0.10.21", "mediapipe/modules/face_detection/face_detection_short_range.tflite")
 
 
 @pytest.fixture(scope="module")
