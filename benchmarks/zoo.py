@@ -130,7 +130,8 @@ def target_in_subprocess(model: str, target: str, threads: int, runs: int) -> li
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=CELL_TIMEOUT_S, cwd=HERE.parent)
     except subprocess.TimeoutExpired:
-        return [{**base, "recipe": recipe, "reason": f"BUG: timed out after {CELL_TIMEOUT_S} s"} for recipe in RECIPES]
+        return [{**base, "recipe": recipe, "status": "timeout",
+                 "reason": f"did not finish in {CELL_TIMEOUT_S} s on this machine (compile + auto candidates)"} for recipe in RECIPES]
     if done.returncode != 0 or not path.is_file():
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return [{**base, "recipe": recipe, "reason": f"BUG: the process died (exit {done.returncode}): {tail}"} for recipe in RECIPES]
@@ -164,19 +165,30 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     targets = [t for t in args.targets.split(",") if t] or cpu_targets()
     cells: list[dict] = []
-    for model in models:
-        for target in targets:
-            path = cell_path(model, target)
-            if path.is_file() and not args.fresh:
-                found = json.loads(path.read_text())
-            else:
-                found = target_in_subprocess(model, target, args.threads, args.runs)
-                path.write_text(json.dumps(found, indent=1))
-            cells += found
-            for cell in found:
-                print(f"{model:24} {target:18} {cell['recipe']:5} {cell['status']:6} "
-                      + (f"{cell['p50_ms']:.3f} ms  {cell['task']['metric']} {cell['task']['value']:.4f} ({cell['chosen']})"
-                         if cell["status"] == "ok" else cell["reason"][:140]), flush=True)
+    pending = [(model, target) for model in models for target in targets]
+    while pending:  # pairs another zoo process is measuring (a lock file) are taken up when it is done
+        model, target = pending.pop(0)
+        path, lock = cell_path(model, target), cell_path(model, target).with_suffix(".lock")
+        if not path.is_file() or args.fresh:
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                lock.touch(exist_ok=False)
+            except FileExistsError:
+                pending.append((model, target))
+                time.sleep(5)
+                continue
+            try:
+                path.write_text(json.dumps(target_in_subprocess(model, target, args.threads, args.runs), indent=1))
+            finally:
+                lock.unlink(missing_ok=True)
+        found = json.loads(path.read_text())
+        cells += found
+        for cell in found:
+            print(f"{model:24} {target:18} {cell['recipe']:5} {cell['status']:6} "
+                  + (f"{cell['p50_ms']:.3f} ms  {cell['task']['metric']} {cell['task']['value']:.4f} ({cell['chosen']})"
+                     if cell["status"] == "ok" else cell["reason"][:140]), flush=True)
+    order = {(m, t): i for i, (m, t) in enumerate((m, t) for m in models for t in targets)}
+    cells.sort(key=lambda cell: order[(cell["model"], cell["target"])])
     races = {}
     if not args.no_peers:
         from benchmarks.peers import compare
