@@ -75,7 +75,7 @@ def test_plans_for_gpu_tensorrt(cnn_source):
 @pytest.mark.parametrize(("recipe", "message"), [
     ("int4-weights", "target gpu-ort-cuda does not support precision int4 (recipe int4-weights); it supports fp32, fp16, int8"),
     ("fp16-tensorrt", "lowering step 'optimize-onnx' of target gpu-ort-cuda takes onnx, but no conversion leads from tensorrt to onnx; "
-                       "onnx can be made from exported, torch: give the model in one of those"),
+                       "onnx can be made from exported, tflite, torch: give the model in one of those"),
 ])
 def test_plan_for_gpu_ort_cuda_refuses_what_cannot_reach_it(cnn_onnx, recipe, message):
     code, _, stderr = invoke("compile", cnn_onnx, "-t", "gpu-ort-cuda", "-r", recipe, "--dry-run")
