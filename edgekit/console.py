@@ -155,8 +155,9 @@ def show_bench(results: list[dict]) -> None:
 
 def conditions_line(conditions: dict) -> str:
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in conditions["input_shapes"].items())
+    isa = f", ISA {conditions['isa']}: {' '.join(conditions['cpu_flags']) or 'no recorded flags'}" if "isa" in conditions else ""
     return (f"conditions: threads {conditions['threads']}, batch {conditions['batch']}, {conditions['warmup']} warm-up + "
-            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']})")
+            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}{isa})")
 
 
 def show_inspect(summary: dict) -> None:

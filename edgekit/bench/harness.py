@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.isa import host_cpu
 from edgekit.package import read_package
 from edgekit.spec import TensorSpec
 
@@ -69,16 +70,6 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: int = 100,
             warmup: int = 10) -> dict:
     """All figures for one package, with the conditions they were measured under."""
@@ -127,7 +118,8 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
             "batch": batch, "runs": runs, "warmup": warmup,
             "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
             "unbound_dims": unbound,
-            "cpu": cpu_name(), "machine": platform.machine(), "python": platform.python_version(),
+            "cpu": host_cpu().model, "machine": platform.machine(), "isa": host_cpu().isa.name,
+            "cpu_flags": list(host_cpu().flags), "python": platform.python_version(),
             "runtime_version": _runtime_version(manifest["runtime"]),
         },
     }
