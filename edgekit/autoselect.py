@@ -71,7 +71,8 @@ def candidates(target: Target, source_format: Format | None = None) -> list[Cand
         if precision == "int8" and target.runtime == "openvino":
             add("int8-nncf-transformer", load_recipe("int8-nncf-transformer"))
         tflite_step = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-tflite"), None)
-        if tflite_step is not None:  # LiteRT's quantizer on a .tflite source: integer kernels may not pay, so weights-only too
+        # LiteRT's quantizer on a .tflite source: integer kernels may not pay there, so weight-only and dynamic too
+        if tflite_step is not None and recipe.steps[tflite_step].config.mode == "int8":
             for scheme in TFLITE_SCHEMES:
                 name = f"{recipe.name}-{scheme}"
                 if source_format is Format.TFLITE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,11 +61,9 @@ def _quiet(litert_torch):
         litert_torch.config.show_progress = shown
 
 
-def _convert(model: Model, module, dynamic: bool, out: Path, quant_config=None, examples=None, shapes=None) -> Model:
-    """Convert `module` (the model's, or a quantized version of it) and describe the file it wrote."""
+def _convert(model: Model, module, out: Path, quant_config, examples: tuple, shapes: tuple | None) -> Model:
+    """Convert `module` (the model's, or a quantized version of it) on `examples` and describe the file it wrote."""
     litert_torch = _litert()
-    if examples is None:
-        examples, shapes = export_inputs(model, dynamic)
     with _quiet(litert_torch):
         litert_torch.convert(module, examples, dynamic_shapes=shapes, quant_config=quant_config).export(str(out))
     inputs, outputs = _specs(model, out)
@@ -102,19 +101,23 @@ class ConvertTflite(Pass):
 
     def run(self, model: Model, config: ConvertTfliteConfig, ctx: Context) -> Model:
         out = ctx.step_dir("convert-tflite") / "model.tflite"
-        symbolic = any(not spec.is_static for spec in model.inputs)
-        if not (config.dynamic_dims and symbolic):
-            return _convert(model, torch_module(model), False, out)
-        try:
-            return _convert(model, torch_module(model), True, out)
-        except Exception as error:  # torch.export could not keep a dim dynamic (the model specialises it)
-            sizes = data_sizes(model.inputs, ctx.calibration or ctx.evaluation)
-            why = f"{type(error).__name__}: {gist(error)}"
-            ctx.logger.warning("convert-tflite: dynamic dims failed to export (%s); fixed to the data's sizes %s",
-                               why[:300], sizes or "(1)")
-            examples, _ = export_inputs(model, dynamic=False, sizes=sizes)
-            result = _convert(model, torch_module(model), False, out, examples=examples)
-            return result.derive(meta={"static_reason": why})
+        return _exported(model, ctx, config.dynamic_dims, self.name,
+                         lambda examples, shapes: _convert(model, torch_module(model), out, None, examples, shapes))
+
+
+def _exported(model: Model, ctx: Context, dynamic: bool, pass_name: str, attempt: Callable[[tuple, tuple | None], Model]) -> Model:
+    """`attempt(examples, dynamic_shapes)` with the model's symbolic dims dynamic; where torch.export cannot keep
+    them so (the model specialises a dim), again with them fixed to the compile data's sizes, saying why."""
+    sizes = data_sizes(model.inputs, ctx.calibration or ctx.evaluation)
+    if not (dynamic and any(not spec.is_static for spec in model.inputs)):
+        return attempt(*export_inputs(model, False, sizes))
+    try:
+        return attempt(*export_inputs(model, True))
+    except Exception as error:  # torch.export raises its own UserError / constraint violations
+        why = f"{type(error).__name__}: {gist(error)}"
+        ctx.logger.warning("%s: dynamic dims failed to export (%s); fixed to the data's sizes %s", pass_name, why[:300],
+                           sizes or "(1)")
+        return attempt(*export_inputs(model, False, sizes)).derive(meta={"static_reason": why})
 
 
 class QuantizeTflite(Pass):
@@ -135,18 +138,20 @@ class QuantizeTflite(Pass):
         if config.mode == "fp16":
             from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
 
-            result = _convert(model, torch_module(model), config.dynamic_dims, out, full_fp16_recipe())
+            result = _exported(model, ctx, config.dynamic_dims, self.name, lambda examples, shapes: _convert(
+                model, torch_module(model), out, full_fp16_recipe(), examples, shapes))
             return result.derive(meta={"precision": "fp16"})
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
-        examples, shapes = export_inputs(model, config.dynamic_dims)
-        with _quiet(litert_torch):
-            quantized = calibrated(model, quantizer, examples, shapes, config.calibration_samples, ctx, self.name,
-                                   fold_quantize=False)
-        result = _convert(model, quantized, config.dynamic_dims, out, QuantConfig(pt2e_quantizer=quantizer), examples, shapes)
-        return result.derive(meta={"precision": "int8"})
+        def quantize(examples: tuple, shapes: tuple | None) -> Model:
+            quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+            with _quiet(litert_torch):
+                quantized = calibrated(model, quantizer, examples, shapes, config.calibration_samples, ctx, self.name,
+                                       fold_quantize=False)
+            return _convert(model, quantized, out, QuantConfig(pt2e_quantizer=quantizer), examples, shapes)
+
+        return _exported(model, ctx, config.dynamic_dims, self.name, quantize).derive(meta={"precision": "int8"})
 
 
 def _quantize_tflite_source(model: Model, config: QuantizeTfliteConfig, ctx: Context, out: Path) -> Model:

@@ -122,6 +122,8 @@ class TfliteSession(Session):
         resized = False
         for name, port in self._inputs.items():
             value = _quantize(feeds[name], port) if port.quantized and feeds[name].dtype.kind == "f" else feeds[name]
+            if value.dtype.kind in "iu" and port.dtype.kind in "iu" and value.dtype != port.dtype:
+                value = _narrow(name, value, port.dtype)  # LiteRT converts int64 inputs (token ids) to int32
             if tuple(value.shape) != current[port.index]:
                 interpreter.resize_tensor_input(port.index, list(value.shape), strict=False)
                 resized = True
@@ -143,6 +145,14 @@ def _quantize(value: np.ndarray, port: Port) -> np.ndarray:
     info = np.iinfo(port.dtype)
     scaled = np.round(value / port.scale) + port.zero_point
     return np.clip(scaled, info.min, info.max).astype(port.dtype)
+
+
+def _narrow(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """An int feed in the narrower int type the .tflite takes; values that do not fit are the caller's error."""
+    info = np.iinfo(dtype)
+    if value.size and (value.min() < info.min or value.max() > info.max):
+        raise UserError(f"input '{name}': values {value.min()}..{value.max()} do not fit the model's {dtype}")
+    return value.astype(dtype)
 
 
 def _dequantize(value: np.ndarray, port: Port) -> np.ndarray:
