@@ -66,7 +66,7 @@ def run_target(model_name: str, target: str, threads: int, runs: int) -> list[di
     The fp32 and int8 cells are auto's candidates for the target's fp32 and int8 recipes: the same
     steps on the same data as `--recipe fp32` / `--recipe int8`, compiled once.
     """
-    from edgekit.autoselect import compile_auto
+    from edgekit.autoselect import UnsupportedCandidates, compile_auto
     from edgekit.errors import EdgekitError
     from edgekit.spec import parse_input_spec
 
@@ -79,6 +79,12 @@ def run_target(model_name: str, target: str, threads: int, runs: int) -> list[di
         result = compile_auto(model.source, target, folder / "auto", model.calib, model.eval,
                               tuple(parse_input_spec(text) for text in model.inputs), CACHE / "steps",
                               bench_runs=runs, threads=threads, keep_candidates=folder / "candidates")
+    except UnsupportedCandidates as error:  # each cell gets its own candidate's reason
+        reasons = {row["name"]: row["reason"] for row in error.records}
+        picks = {"fp32": "fp32", "int8": int8_candidate(target, list(reasons)), "auto": None}
+        return [{**base, "recipe": recipe, "status": "failed",
+                 "reason": reasons.get(name or "", "no candidate compiled (see the fp32 and int8 cells)")}
+                for recipe, name in picks.items()]
     except EdgekitError as error:
         reason = str(error).splitlines()[0]
         return [{**base, "recipe": recipe, "status": "failed", "reason": reason} for recipe in RECIPES]

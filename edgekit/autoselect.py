@@ -233,6 +233,7 @@ class UnsupportedCandidates(UserError):
     """No candidate compiled: the message lists each with its reason."""
 
     def __init__(self, records: list[dict]) -> None:
+        self.records = records
         super().__init__("--recipe auto: no candidate compiled: " + "; ".join(f"{r['name']}: {r['reason']}" for r in records))
 
 
