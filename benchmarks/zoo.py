@@ -144,19 +144,26 @@ def target_in_subprocess(model: str, target: str, threads: int, runs: int) -> li
     return json.loads(path.read_text())
 
 
-def best_package(model: ZooModel, cells: list[dict], threads: int) -> dict | None:
-    """The fastest package among every target's auto candidates that keeps the task: `--recipe auto` judged by
-    the model's task instead of the default tolerance (candidates are scored fastest first until one keeps it)."""
+FINALISTS = 3
+
+
+def finalists(model: ZooModel, cells: list[dict], threads: int) -> list[dict]:
+    """The fastest packages among every target's auto candidates that keep the task (`--recipe auto` judged by the
+    model's task instead of the default tolerance), up to FINALISTS, fastest first by their compile-time p50; the
+    race times them again side by side with the peers."""
     rows = [{**row, "target": cell["target"],
              "package": str(CACHE / "packages" / f"{cell['model']}--{cell['target']}" / "candidates" / row["name"])}
             for cell in cells if cell["recipe"] == "auto" and cell["status"] == "ok"
             for row in cell["candidates"] if row["status"] == "ok"]
     reference = model.task(model.reference)
+    kept = []
     for row in sorted(rows, key=lambda row: row["p50_ms"]):
         scored = score(model, Path(row["package"]), threads, reference)
         if scored["keeps_task"]:
-            return {**row, **scored}
-    return None
+            kept.append({**row, **scored})
+        if len(kept) == FINALISTS:
+            break
+    return kept
 
 
 def main() -> None:
@@ -211,11 +218,11 @@ def main() -> None:
         for model in models:
             try:
                 zoo_model = build(model)
-                best = best_package(zoo_model, [c for c in cells if c["model"] == model], args.threads)
-                if best is None:
+                best = finalists(zoo_model, [c for c in cells if c["model"] == model], args.threads)
+                if not best:
                     races[model] = {"error": "no edgekit package keeps the task"}
                     continue
-                races[model] = compare(zoo_model, Path(best["package"]), threads=args.threads) | {"edgekit_cell": best}
+                races[model] = compare(zoo_model, [Path(b["package"]) for b in best], threads=args.threads) | {"finalists": best}
             except Exception as error:  # noqa: BLE001 — one model's race failing must not lose the others
                 races[model] = {"error": f"{type(error).__name__}: {error}"}
             print(f"peers {model}: ratio {races[model].get('ratio')}", flush=True)

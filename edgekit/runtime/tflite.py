@@ -113,11 +113,13 @@ class TfliteSession(Session):
                 raise UserError(f"{self.files[0]} is not a valid .tflite model: {first}") from None
             interpreter.allocate_tensors()
             self._local.interpreter = interpreter
+            # this thread's interpreter's input shapes, kept here: asking LiteRT for its details costs per call
+            self._local.shapes = {detail["index"]: tuple(detail["shape"]) for detail in interpreter.get_input_details()}
         return interpreter
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         interpreter = self._interpreter()
-        current = {detail["index"]: tuple(detail["shape"]) for detail in interpreter.get_input_details()}
+        current = self._local.shapes
         values = {}
         resized = False
         for name, port in self._inputs.items():
@@ -126,6 +128,7 @@ class TfliteSession(Session):
                 value = _narrow(name, value, port.dtype)  # LiteRT converts int64 inputs (token ids) to int32
             if tuple(value.shape) != current[port.index]:
                 interpreter.resize_tensor_input(port.index, list(value.shape), strict=False)
+                current[port.index] = tuple(value.shape)
                 resized = True
             values[port.index] = value
         if resized:
