@@ -226,6 +226,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 — one model's race failing must not lose the others
                 races[model] = {"error": f"{type(error).__name__}: {error}"}
             print(f"peers {model}: ratio {races[model].get('ratio')}", flush=True)
+        (CACHE / "races.json").write_text(json.dumps(races, indent=1, default=str))
     write_report(args.out, cells, races, targets, list(RECIPES))
     print(f"wrote {args.out}")
 

@@ -47,13 +47,17 @@ def write_report(path: Path, cells: list[dict], races: dict, targets: list[str],
     conditions = next((c["conditions"] for c in cells if c["status"] == "ok"), None)
     if conditions:
         lines.append(f"- Latency: threads {conditions['threads']}, {conditions['warmup']} warm-up + {conditions['runs']} timed runs "
-                     "per package, measured by `compile` right after building it.")
+                     "per package, measured by `compile` right after building it — possibly while other work ran on the "
+                     "machine (cells are resumable and may come from several runs); the race below is the quiet, "
+                     "side-by-side comparison.")
     lines += ["", "## Goals", ""]
     for recipe in recipes:
         green, total = _share(cells, recipe)
         goal = GOALS.get(recipe)
         verdict = "" if goal is None or not total else (" — goal met" if green / total >= goal else f" — goal {goal:.0%} NOT met")
-        lines.append(f"- {recipe}: {green}/{total} cells green ({green / max(total, 1):.0%}){verdict}")
+        kept = sum(c["status"] == "ok" and c["keeps_task"] for c in cells if c["recipe"] == recipe)
+        lines.append(f"- {recipe}: {green}/{total} cells green ({green / max(total, 1):.0%}){verdict}; "
+                     f"{kept} of them keep the task within {0.01}")
     bugs = [c for c in cells if c["status"] == "bug"]
     lines.append(f"- tracebacks / crashes: {len(bugs)}")
     lines += ["", "## Matrix", "", "| model | target | " + " | ".join(recipes) + " |", "|---|---|" + "---|" * len(recipes)]
