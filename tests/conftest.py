@@ -94,3 +94,16 @@ def compile_cnn(tmp_path_factory, source: str, data: Path, target: str, recipe: 
     compile(source, target, out, recipe, data, data, (parse_input_spec(CNN_INPUT),),
             cache_dir=tmp_path_factory.getbasetemp() / "step-cache", bench_runs=3)
     return out
+
+
+def run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+    """The first output of the .tflite at `path` on `images` (its first input resized to them), straight from LiteRT."""
+    from edgekit.runtime.tflite import interpreter_class
+
+    interpreter = interpreter_class()(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

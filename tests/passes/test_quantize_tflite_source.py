@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compile_cnn
+from conftest import compile_cnn, run_litert
 
 from edgekit.compiler import compile
 from edgekit.errors import UnsupportedOnTarget, UserError
@@ -44,16 +44,6 @@ def int8_package(tflite_source, source_data, tmp_path_factory) -> Path:
     return out
 
 
-def _run_source(path: Path, images: np.ndarray) -> np.ndarray:
-    interpreter = interpreter_class()(model_path=str(path))
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def test_int8_of_a_tflite_source_is_integer_inside_with_float_io(int8_package):
     interpreter = interpreter_class()(model_path=str(int8_package / "model.tflite"))
     assert [d["dtype"] for d in interpreter.get_input_details()] == [np.float32]
@@ -72,7 +62,7 @@ def test_int8_of_a_tflite_source_stays_close_to_it(int8_package, tflite_source, 
     assert [spec.dtype for spec in session.inputs] == ["float32"]
     got = session.run({session.inputs[0].name: images})
     got = next(iter(got.values()))
-    want = _run_source(tflite_source, images)
+    want = run_litert(tflite_source, images)
     cosine = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cosine.min() >= INT8_MIN_COSINE
 
@@ -84,7 +74,7 @@ def test_tflite_source_to_openvino_fp32(tflite_source, source_data, tmp_path):
     images = np.load(source_data)[name][:8]
     session = load(out)
     got = next(iter(session.run({session.inputs[0].name: images}).values()))
-    want = _run_source(tflite_source, images)
+    want = run_litert(tflite_source, images)
     assert np.abs(got - want).max() <= FP32_RTOL * np.abs(want).max()
 
 

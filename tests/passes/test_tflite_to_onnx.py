@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compile_cnn
+from conftest import compile_cnn, run_litert
 from extras import require
 
 from edgekit.compiler import compile, plan
 from edgekit.errors import UnsupportedOnTarget
 from edgekit.ingest import ingest
-from edgekit.runtime.tflite import interpreter_class
 
 require("tflite2onnx", "tflite2onnx")
 
@@ -52,16 +51,6 @@ def ort_package(tflite_source, source_data, tmp_path_factory) -> Path:
     return out
 
 
-def _run_litert(path: Path, images: np.ndarray) -> np.ndarray:
-    interpreter = interpreter_class()(model_path=str(path))
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def test_planner_inserts_tflite_to_onnx_for_cpu_ort(tflite_source):
     first = plan(tflite_source, "cpu-ort", "fp32").describe()[0]
     assert (first["pass"], first["origin"], first["from"], first["to"]) == ("tflite-to-onnx", "inserted", "tflite", "onnx")
@@ -81,7 +70,7 @@ def test_tflite_source_runs_on_onnx_runtime_like_litert(ort_package, tflite_sour
     assert list(session.get_inputs()[0].shape) == list(spec.shape)  # NHWC, as the .tflite takes it
     for image in np.load(source_data)[spec.name][:4]:
         got = session.run(None, {spec.name: image[None]})
-        want = _run_litert(tflite_source, image[None])
+        want = run_litert(tflite_source, image[None])
         assert got[0].shape == want.shape
         assert np.abs(got[0] - want).max() <= FP32_RTOL * np.abs(want).max()
 
