@@ -31,7 +31,7 @@ def _modules():
         import tflite2onnx.model
         from tflite2onnx.op.common import OpFactory
     except ImportError:
-        raise MissingBackend(BACKEND, "onnx", "converting a .tflite model to ONNX") from None
+        raise MissingBackend(BACKEND, "tflite", "converting a .tflite model to ONNX") from None
     return onnx, tflite, tflite2onnx.model, OpFactory
 
 
