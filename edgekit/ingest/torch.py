@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import io
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -81,6 +83,7 @@ def read_exported(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
     torch = _torch()
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path} is not a torch.export .pt2 archive")
+    _require_plain_pt2(path, torch)  # torch.export.load unpickles with weights_only=False where the archive asks
     try:
         program = torch.export.load(str(path))
     except Exception as error:
@@ -100,6 +103,38 @@ def read_exported(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
         Format.EXPORTED, inputs, outputs, module=program, example_inputs=examples,
         meta={"content_hash": digest, "source_hash": digest, "source": str(path), "passes": [], "precision": "fp32"},
     )
+
+
+# members torch.export.load passes to torch.load or pickle, besides those a weights/constants config marks
+PICKLED_PT2_MEMBERS = ("serialized_state_dict.json", "serialized_constants.json")
+OBJECT_PREFIXES = ("custom_obj", "opaque_obj")  # constants that are Python objects, not tensors
+
+
+def _require_plain_pt2(path: Path, torch) -> None:
+    """Refuse a .pt2 whose pickled members hold anything but tensors: every stream torch.export.load would unpickle
+    must load with weights_only=True (then the same bytes run no code when torch loads them again), and
+    custom/opaque object constants are refused outright."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickled = {name for name in names if name.endswith(".pt") or name.rsplit("/", 1)[-1] in PICKLED_PT2_MEMBERS}
+        for name in names:
+            if name.endswith(("model_weights_config.json", "model_constants_config.json")):
+                folder = name.rsplit("/", 1)[0]
+                try:
+                    entries = json.loads(archive.read(name)).get("config", {}).values()
+                except (ValueError, AttributeError):
+                    raise UserError(f"{path}: {name} is not a valid payload config") from None
+                for entry in entries:
+                    member = f"{folder}/{entry.get('path_name', '')}"
+                    if str(entry.get("path_name", "")).startswith(OBJECT_PREFIXES):
+                        raise UserError(f"{path}: {member} is a pickled Python object; edgekit loads no code from a model")
+                    if entry.get("use_pickle"):
+                        pickled.add(member)
+        for name in sorted(pickled & set(names)):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except Exception:
+                raise UserError(f"{path}: {name} holds pickled objects beyond tensors; edgekit loads no code from a model") from None
 
 
 def _archive_kind(path: Path) -> str:

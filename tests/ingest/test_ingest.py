@@ -1,5 +1,7 @@
 """Each ingest kind: ONNX, file.py:factory, TorchScript, torch.export .pt2; and their errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,34 @@ def test_exported_program(tmp_path):
     assert model.format is Format.EXPORTED
     assert model.inputs[0].name == "image"
     assert isinstance(model.inputs[0].shape[0], str) and model.inputs[0].shape[1:] == (1, 8, 8)
+
+
+class _Touch:
+    """A pickle that creates a file when unpickled: the stand-in for code hidden in a model archive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_exported_program_with_pickled_code_is_refused_unrun(tmp_path):
+    import pickle
+    import zipfile
+
+    from models import tiny_cnn
+
+    program = torch.export.export(tiny_cnn()[0], (torch.randn(2, 1, 8, 8),))
+    clean, hostile, marker = tmp_path / "clean.pt2", tmp_path / "hostile.pt2", tmp_path / "ran"
+    torch.export.save(program, str(clean))
+    with zipfile.ZipFile(clean) as source, zipfile.ZipFile(hostile, "w") as target:
+        for name in source.namelist():
+            payload = pickle.dumps(_Touch(marker)) if name.endswith("sample_inputs/model.pt") else source.read(name)
+            target.writestr(name, payload)
+    with pytest.raises(UserError, match=r"sample_inputs/model.pt holds pickled objects beyond tensors"):
+        ingest(hostile)
+    assert not marker.exists()
 
 
 def test_missing_file():
