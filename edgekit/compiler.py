@@ -16,7 +16,7 @@ from edgekit.catalog import builtin_names
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
 from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
-from edgekit.evaluate import FidelityCheck, collect, compare, runner_for, verdict
+from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
 from edgekit.isa import host_cpu
 from edgekit.model import Model
@@ -31,7 +31,6 @@ from edgekit.target import Target, load_target
 log = logging.getLogger("edgekit")
 PRECISION_NAME = re.compile(r"(fp|int|bf)\d+")  # `--recipe int8` means the target's recipe for that precision
 SYNTHETIC_SAMPLES = 32
-FIDELITY_FEEDS = 8
 
 
 @dataclass

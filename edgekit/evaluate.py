@@ -234,6 +234,12 @@ QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-q
 # units of that format's rounding (bf16 keeps 8 mantissa bits: 2^-8 ≈ 3.9e-3; fp16 11 bits: 4.9e-4),
 # grown over a deep graph's accumulated rounding
 EXECUTED_TOLERANCE = {"bf16": 5e-2, "fp16": 1e-2}
+FIDELITY_FEEDS = 8  # samples of the evaluation data every step's fidelity is measured on
+# A model that amplifies rounding (a LayerNorm computed as E[x²] - E[x]², say) shows it as `float_noise`: its fp32
+# outputs' distance from the same graph in float64, measured on the fidelity feeds. Runtimes' fast kernels (MLAS's
+# and XNNPACK's tanh/exp/erf approximations, reordered sums) stray up to this many times farther (measured on
+# magika: ONNX Runtime and LiteRT 8.5-8.8x PyTorch's fp32), so an fp32 conversion may differ by that much.
+NOISE_MARGIN = 16
 
 
 def executed_tolerance(tolerance: float, *precisions: str) -> float:
@@ -300,9 +306,14 @@ class FidelityCheck:
                 )
             return
         allowed = executed_tolerance(tolerance, precision, reference_precision)
+        noise = float(after.meta.get("float_noise") or 0.0)
+        if noise:
+            metrics["float_noise"] = noise
+            allowed = max(allowed, NOISE_MARGIN * noise)
         if metrics["max_rel"] > allowed:
+            why = f", {NOISE_MARGIN}x the model's fp32 rounding noise {noise:.1e}" if noise else ""
             raise FidelityError(
                 f"step '{step.step.pass_name}' changed the outputs by {metrics['max_rel']:.2e} relative "
-                f"(max abs {metrics['max_abs']:.2e}, run in {precision}), over its tolerance {allowed:.0e}: "
+                f"(max abs {metrics['max_abs']:.2e}, run in {precision}), over its tolerance {allowed:.0e}{why}: "
                 "the result would be wrong"
             )

@@ -106,6 +106,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "convert-tflite": "edgekit.passes.tflite:ConvertTflite",
     "quantize-tflite": "edgekit.passes.tflite:QuantizeTflite",
     "tflite-to-onnx": "edgekit.passes.tflite_onnx:TfliteToOnnx",
+    "onnx-to-torch": "edgekit.passes.onnx_torch:OnnxToTorch",
     "convert-executorch": "edgekit.passes.executorch:ConvertExecutorch",
     "quantize-executorch": "edgekit.passes.executorch:QuantizeExecutorch",
 }

@@ -98,8 +98,8 @@ def test_plans(cnn_source, cnn_onnx):
     assert [(s["pass"], s["origin"]) for s in steps] == [("quantize-executorch", "recipe")]
     with pytest.raises(UnsupportedOnTarget, match="does not support precision fp16.*fp32, int8"):
         plan(cnn_source, "mobile-executorch", "fp16")
-    with pytest.raises(UnsupportedOnTarget, match="from onnx to executorch; executorch can be made from exported, torch"):
-        plan(cnn_onnx, "mobile-executorch", "fp32")
+    steps = plan(cnn_onnx, "mobile-executorch", "fp32").describe()
+    assert [(s["pass"], s["origin"]) for s in steps] == [("onnx-to-torch", "inserted"), ("convert-executorch", "inserted")]
 
 
 def test_graph_xnnpack_cannot_lower_runs_on_portable_kernels(tmp_path):

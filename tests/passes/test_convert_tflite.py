@@ -108,14 +108,11 @@ def test_int8_needs_calibration_data(tmp_path, cnn_source):
         QuantizeTflite().run(model, QuantizeTfliteConfig(), Context(tmp_path))
 
 
-def test_onnx_source_is_refused_naming_what_is_needed(cnn_onnx):
-    with pytest.raises(UnsupportedOnTarget) as error:
-        plan(cnn_onnx, "mobile-tflite", "fp32")
-    message = str(error.value)
-    assert "no conversion leads from onnx to tflite" in message
-    assert "tflite can be made from exported, torch" in message
-    with pytest.raises(UnsupportedOnTarget, match="quantize-tflite.*takes exported, tflite, torch.*from onnx"):
-        plan(cnn_onnx, "mobile-tflite", "int8")
+def test_onnx_source_goes_through_onnx_to_torch(cnn_onnx):
+    steps = [(s["pass"], s["origin"]) for s in plan(cnn_onnx, "mobile-tflite", "fp32").describe()]
+    assert steps == [("onnx-to-torch", "inserted"), ("convert-tflite", "inserted")]
+    steps = [(s["pass"], s["origin"]) for s in plan(cnn_onnx, "mobile-tflite", "int8").describe()]
+    assert steps[:2] == [("onnx-to-torch", "inserted"), ("quantize-tflite", "recipe")]
 
 
 def test_plan_inserts_the_conversion_and_refuses_int4(cnn_source):
