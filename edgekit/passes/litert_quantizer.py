@@ -61,12 +61,21 @@ def _fp16_dequantize_ops(model, schema, flatbuffer_utils) -> list[tuple[Any, Any
     return found
 
 
-def plain_float_model(data: bytes) -> tuple[bytes, int]:
-    """The model as the quantizer reads it (see the module doc) and how many fp16 weights were folded."""
+def plain_float_model(data: bytes, for_tflite2onnx: bool = False) -> tuple[bytes, int]:
+    """The model as the quantizer reads it (see the module doc) and how many fp16 weights were folded.
+
+    MediaPipe's custom transposed conv becomes the builtin TRANSPOSE_CONV; `for_tflite2onnx` also spells
+    it and HARD_SWISH in the ops tflite2onnx converts (tflite_rewrite).
+    """
+    from edgekit.passes import tflite_rewrite
+
     schema, flatbuffer_utils, *_ = _modules()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     for code in model.operatorCodes or []:
         code.builtinCode = flatbuffer_utils.get_builtin_code_from_operator_code(code)
+    tflite_rewrite.builtin_transpose_conv(model, schema, separate_bias=for_tflite2onnx)
+    if for_tflite2onnx:
+        tflite_rewrite.expand_hard_swish(model, schema, flatbuffer_utils)
     folded = _fp16_dequantize_ops(model, schema, flatbuffer_utils)
     for subgraph, op in folded:
         source = subgraph.tensors[op.inputs[0]]

@@ -593,13 +593,29 @@ def _conv(node: Node) -> OpFn:
 @op("ConvTranspose")
 def _conv_transpose(node: Node) -> OpFn:
     group = int(node.attr("group", 1))
-    if node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") != "NOTSET":
-        raise node.unsupported("output_shape / auto_pad (give explicit pads)")
+    auto = node.attr("auto_pad", "NOTSET")
+    wanted = node.attr("output_shape")
+
+    def pads(x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int], extra: list[int],
+             begins: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
+        """The pads, from output_shape or auto_pad where given (ONNX's ConvTranspose rule)."""
+        if wanted is None and auto not in ("SAME_UPPER", "SAME_LOWER"):
+            return begins, ends
+        sizes = list(x.shape[2:])
+        outputs = list(wanted)[-len(kernel):] if wanted is not None else [size * s for size, s in zip(sizes, strides)]
+        totals = [s * (size - 1) + e + (k - 1) * d + 1 - out
+                  for size, s, e, k, d, out in zip(sizes, strides, extra, kernel, dilations, outputs)]
+        if any(total < 0 for total in totals):
+            raise node.unsupported(f"output_shape {list(wanted or outputs)} larger than the convolution gives")
+        if auto == "SAME_UPPER":
+            return [t // 2 for t in totals], [t - t // 2 for t in totals]
+        return [t - t // 2 for t in totals], [t // 2 for t in totals]
 
     def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         kernel = list(weight.shape[2:])
         strides, dilations, begins, ends = _spatial(node, kernel)
         extra = list(node.attr("output_padding", [0] * len(kernel)))
+        begins, ends = pads(x, kernel, strides, dilations, extra, begins, ends)
         if begins == ends:
             return CONV_TRANSPOSE[len(kernel)](x, weight, bias, strides, begins, extra, group, dilations)
         y = CONV_TRANSPOSE[len(kernel)](x, weight, bias, strides, 0, extra, group, dilations)

@@ -75,8 +75,7 @@ def convert_onnx_to_torch(model: Model, ctx: Context) -> Model:
     if missing:
         raise UnsupportedOnTarget(f"onnx-to-torch has no converter for op{'s' if len(missing) > 1 else ''} "
                                   f"{', '.join(missing)} of {model.path.name}")
-    from edgekit.evaluate import FIDELITY_FEEDS
-    from edgekit.passes.onnx_module import build_module, float_noise
+    from edgekit.passes.onnx_module import build_module
 
     module = build_module(proto, tuple(spec.name for spec in inputs), tuple(spec.name for spec in model.outputs))
     inferred = {spec.name: spec for spec in graph_specs(proto.graph.output, set())}
@@ -84,11 +83,8 @@ def convert_onnx_to_torch(model: Model, ctx: Context) -> Model:
                     for spec in model.outputs)
     if sizes:
         ctx.logger.info("onnx-to-torch: symbolic dims fixed to the data's sizes %s", sizes)
-    data = ctx.evaluation or ctx.calibration
-    noise = float_noise(module, list(data.feeds(FIDELITY_FEEDS))) if data is not None else None
     return model.derive(format=Format.TORCH, files=(), module=module.eval(), inputs=inputs, outputs=outputs,
-                        example_inputs=None, meta={"converter": "edgekit onnx-to-torch", "static_sizes": sizes,
-                                                   "float_noise": noise})
+                        example_inputs=None, meta={"converter": "edgekit onnx-to-torch", "static_sizes": sizes})
 
 
 class OnnxToTorch(Pass):

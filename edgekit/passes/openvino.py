@@ -69,7 +69,7 @@ class ConvertOpenvino(Pass):
             if model.format is Format.ONNX:
                 converted = ov.convert_model(str(model.path), input=shapes)
             elif model.format is Format.TFLITE:  # OpenVINO's TFLite frontend; its tensor names differ: by position
-                converted = _convert_tflite(ov, model, [shape[1:] for shape in shapes])
+                converted = _convert_tflite(ov, model, [shape[1:] for shape in shapes], ctx.step_dir("builtin-tflite"))
             elif model.format is Format.EXPORTED:
                 converted = ov.convert_model(model.module, input=shapes)
             else:
@@ -81,15 +81,25 @@ class ConvertOpenvino(Pass):
         return ir_result(model, files)
 
 
-def _convert_tflite(ov, model: Model, shapes: list):
+def _convert_tflite(ov, model: Model, shapes: list, work: Path, path: Path | None = None):
+    """OpenVINO's TFLite frontend on the model; a custom op edgekit can spell in builtins (tflite_rewrite) is
+    rewritten first and converted again."""
+    from edgekit.passes.tflite_rewrite import TRANSPOSE_CONV_BIAS
+
     try:
-        return ov.convert_model(str(model.path), input=shapes)
+        return ov.convert_model(str(path or model.path), input=shapes)
     except Exception as error:
         missing = re.search(r"No translator found for (\S+) node", str(error))
-        if missing:
-            raise UnsupportedOnTarget(f"OpenVINO's TFLite frontend cannot convert op {missing.group(1)} "
-                                      f"of {model.path.name}") from None
-        raise
+        if not missing:
+            raise
+        if missing.group(1) == TRANSPOSE_CONV_BIAS and path is None:
+            from edgekit.passes.litert_quantizer import plain_float_model
+
+            builtin = work / "builtin.tflite"
+            builtin.write_bytes(plain_float_model(model.path.read_bytes())[0])
+            return _convert_tflite(ov, model, shapes, work, builtin)
+        raise UnsupportedOnTarget(f"OpenVINO's TFLite frontend cannot convert op {missing.group(1)} "
+                                  f"of {model.path.name}") from None
 
 
 def _name_ports(ports, specs: tuple[TensorSpec, ...]) -> None:

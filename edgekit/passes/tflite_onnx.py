@@ -1,7 +1,8 @@
 """tflite-to-onnx: a .tflite made elsewhere (MediaPipe, the TFLite converter) → ONNX with tflite2onnx.
 
 The source is first made plain (litert_quantizer.plain_float_model): fp16 weights stored behind
-DEQUANTIZE ops are folded to fp32 constants and old-schema operator codes get their `builtin_code`.
+DEQUANTIZE ops are folded to fp32 constants, old-schema operator codes get their `builtin_code`, and
+MediaPipe's custom transposed conv and HARD_SWISH are spelled in ops tflite2onnx has (tflite_rewrite).
 tflite2onnx turns NHWC activations into NCHW, graph inputs and outputs included; the model keeps
 the source's io specs, so each graph input and output whose layout changed gets a Transpose at the
 graph's edge, and every input and output is renamed to its spec's name: the ONNX model takes and
@@ -159,6 +160,18 @@ def _restore_io(proto, onnx, layouts_in, layouts_out, model: Model) -> None:
     del graph.value_info[:]  # tflite2onnx's static shapes of inner tensors; ORT infers them again
 
 
+def _spatial_output_shapes(proto, onnx) -> None:
+    """tflite2onnx writes a ConvTranspose's output_shape as the whole NCHW shape; ONNX wants the spatial dims."""
+    for node in proto.graph.node:
+        if node.op_type != "ConvTranspose":
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        shape, kernel = attributes.get("output_shape"), attributes.get("kernel_shape")
+        if shape is not None and kernel is not None and len(shape.ints) == len(kernel.ints) + 2:
+            node.attribute.remove(shape)
+            node.attribute.append(onnx.helper.make_attribute("output_shape", list(shape.ints)[2:]))
+
+
 def _check_dtypes(proto, onnx, model: Model) -> None:
     import numpy as np
 
@@ -178,7 +191,7 @@ def convert_tflite_to_onnx(model: Model, out: Path, ctx: Context) -> dict:
     onnx, tflite, t2o_model, OpFactory = _modules()
     source = model.path.name
     try:
-        plain, folded = plain_float_model(model.path.read_bytes())
+        plain, folded = plain_float_model(model.path.read_bytes(), for_tflite2onnx=True)
     except (MissingBackend, UnsupportedOnTarget):
         raise
     except Exception as error:  # a flatbuffer the schema cannot read
@@ -208,6 +221,7 @@ def convert_tflite_to_onnx(model: Model, out: Path, ctx: Context) -> dict:
         return tuple(layout.perm)
 
     proto = converter.onnx
+    _spatial_output_shapes(proto, onnx)
     _restore_io(proto, onnx, [perm(t) for t in graph.inputs], [perm(t) for t in graph.outputs], model)
     _check_dtypes(proto, onnx, model)
     try:

@@ -118,6 +118,8 @@ CASES = [
     Case("ConvTranspose", [rand(1, 4, 5, 5), Const(rand(4, 3, 3, 3)), Const(rand(3))],
          {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 1]}),
     Case("ConvTranspose", [rand(1, 4, 5, 5), Const(rand(4, 2, 2, 2))], {"strides": [2, 2], "group": 2}),
+    Case("ConvTranspose", [rand(1, 3, 4, 4), Const(rand(3, 2, 3, 3))], {"strides": [2, 2], "output_shape": [8, 7]}),
+    Case("ConvTranspose", [rand(1, 3, 4, 4), Const(rand(3, 2, 3, 3))], {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
     Case("MaxPool", [rand(1, 2, 9, 9)], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
     Case("MaxPool", [rand(1, 2, 8, 8)], {"kernel_shape": [3, 3], "pads": [0, 0, 1, 1], "strides": [2, 2]}),
     Case("MaxPool", [rand(1, 2, 8, 8)], {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}),
@@ -137,7 +139,7 @@ CASES = [
 
 
 def _single_node_model(case: Case):
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     feeds, inits, names = {}, [], []
     for index, value in enumerate(case.inputs):

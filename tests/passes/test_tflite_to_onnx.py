@@ -3,6 +3,8 @@
 The source is MediaPipe's short-range face detector (fp16 weights behind DEQUANTIZE, NHWC input), read
 from the mediapipe wheel as the benchmark zoo does (downloaded once with `pip download --no-deps`, never
 installed); it is compiled for cpu-ort and run on the real ONNX Runtime against LiteRT.
+MediaPipe's selfie segmenter has a custom op (Convolution2DTransposeBias) and HARD_SWISH, which are
+rewritten into builtins first (tflite_rewrite) for tflite2onnx and OpenVINO.
 The tiny CNN's .tflite is the refusal case: litert-torch makes its 1-channel conv a DEPTHWISE_CONV_2D
 with depth multiplier 8, which tflite2onnx 0.4.1 does not convert.
 """
@@ -93,11 +95,69 @@ def _with_op_replaced(path: Path, old: str, new: str, out: Path) -> Path:
 
 
 def test_an_op_tflite2onnx_lacks_is_one_clear_refusal(tflite_source, source_data, tmp_path):
-    swish = _with_op_replaced(tflite_source, "RELU", "HARD_SWISH", tmp_path / "swish.tflite")
+    tanh = _with_op_replaced(tflite_source, "RELU", "TANH", tmp_path / "tanh.tflite")
     with pytest.raises(UnsupportedOnTarget) as error:
-        compile(swish, "cpu-ort", tmp_path / "out", "fp32", source_data, source_data, bench_runs=3)
-    assert str(error.value) == "tflite2onnx cannot convert op HARD_SWISH of swish.tflite"
+        compile(tanh, "cpu-ort", tmp_path / "out", "fp32", source_data, source_data, bench_runs=3)
+    assert str(error.value) == "tflite2onnx cannot convert op TANH of tanh.tflite"
     assert not (tmp_path / "out").exists()
+
+
+def _outputs_match_litert(package: Path, tflite: Path, images: np.ndarray) -> None:
+    from edgekit.runtime import load
+
+    session = load(package)
+    (spec,) = ingest(tflite).inputs
+    for image in images:
+        got = next(iter(session.run({spec.name: image[None]}).values()))
+        want = run_litert(tflite, image[None])
+        assert np.abs(got - want).max() <= FP32_RTOL * np.abs(want).max()
+
+
+def test_hard_swish_is_spelled_in_ops_tflite2onnx_has(tflite_source, source_data, tmp_path):
+    swish = _with_op_replaced(tflite_source, "RELU", "HARD_SWISH", tmp_path / "swish.tflite")
+    compile(swish, "cpu-ort", tmp_path / "out", "fp32", source_data, source_data, bench_runs=3)
+    _outputs_match_litert(tmp_path / "out", swish, np.load(source_data)[ingest(swish).inputs[0].name][:3])
+
+
+@pytest.fixture(scope="module")
+def selfie(tmp_path_factory) -> tuple[Path, Path]:
+    """MediaPipe's selfie segmenter (custom Convolution2DTransposeBias, HARD_SWISH) and crops of skimage's astronaut
+    in [0, 1] (a person: random images give an all-zero mask, whose relative error means nothing)."""
+    from skimage import data as images
+    sys.path.insert(0, str(Path(__file__).parents[2]))
+    from benchmarks.zoo import wheel_file
+
+    path = wheel_file("mediapipe==0.10.21", "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite")
+    (spec,) = ingest(path).inputs
+    data = tmp_path_factory.mktemp("selfie") / "data.npz"
+    astronaut = images.astronaut().astype(np.float32) / 255  # 512 x 512 x 3
+    crops = [astronaut[::2, ::2], astronaut[:256, 128:384], astronaut[64:320, 64:320], astronaut[::2, ::-2]]
+    np.savez(data, **{spec.name: np.stack(crops)})
+    return path, data
+
+
+@pytest.mark.parametrize("target", ["cpu-ort", "cpu-openvino"])
+def test_mediapipe_custom_transposed_conv_becomes_a_builtin(selfie, tmp_path, target):
+    path, data = selfie
+    compile(path, target, tmp_path / "out", "fp32", data, data, bench_runs=3)
+    _outputs_match_litert(tmp_path / "out", path, np.load(data)[ingest(path).inputs[0].name][:2])
+
+
+def test_the_rewritten_flatbuffer_computes_what_the_custom_op_did(selfie, tmp_path):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from edgekit.passes.litert_quantizer import plain_float_model
+    from edgekit.passes.tflite_rewrite import custom_code
+
+    path, data = selfie
+    images = np.load(data)[ingest(path).inputs[0].name][:2]
+    for for_tflite2onnx in (False, True):
+        rewritten = tmp_path / f"builtin-{for_tflite2onnx}.tflite"
+        rewritten.write_bytes(plain_float_model(path.read_bytes(), for_tflite2onnx)[0])
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(rewritten.read_bytes()))
+        assert not [op for op in model.subgraphs[0].operators if custom_code(model, op)]
+        want = run_litert(path, images)
+        assert np.abs(run_litert(rewritten, images) - want).max() <= FP32_RTOL * np.abs(want).max()
 
 
 def test_a_depthwise_conv_with_multiplier_is_refused_naming_the_op(tmp_path_factory, cnn_source, cnn_data, tmp_path):
