@@ -44,10 +44,15 @@ def test_static_shape_target_names_the_symbolic_dim_and_the_fix(cnn_onnx, tmp_pa
 
 
 def test_no_conversion_path_is_an_error(cnn_onnx, tmp_path):
+    from edgekit.ingest import ingest
+    from edgekit.passes.base import Context
+    from edgekit.passes.openvino import ConvertOpenvino, ConvertOpenvinoConfig
+
+    ir = ConvertOpenvino().run(ingest(cnn_onnx), ConvertOpenvinoConfig(), Context(tmp_path / "ir")).path
     recipe = tmp_path / "needs-torch.yaml"
     recipe.write_text("steps:\n  - pass: export-onnx\n")
-    with pytest.raises(UnsupportedOnTarget, match="takes exported, torch, but no conversion leads from onnx"):
-        plan(cnn_onnx, "cpu-ort", recipe)
+    with pytest.raises(UnsupportedOnTarget, match="takes exported, torch, but no conversion leads from openvino"):
+        plan(ir, "cpu-ort", recipe)
 
 
 def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path, cache_dir):
