@@ -77,8 +77,8 @@ def write_report(path: Path, cells: list[dict], races: dict, targets: list[str],
             lines.append(f"- {cell['model']} / {cell['target']} / {cell['recipe']}: {cell['reason']}")
     lines += ["", "## Against the peers", "",
               "edgekit's entry is the fastest of `--recipe auto`'s candidate packages on every target that keeps the task "
-              "(within 0.01 of the source model's own score: auto judged by the task; its three fastest by compile-time p50 "
-              "are timed again in the race, the fastest of them counts), against what a user gets by hand "
+              "(within 0.01 of the source model's own score: auto judged by the task; each target's fastest by compile-time p50 "
+              "is timed again in the race, the fastest of them counts), against what a user gets by hand "
               "(ONNX Runtime on the original, "
               "ORT `quantize_static` defaults, OpenVINO defaults, NNCF `quantize` defaults, LiteRT for .tflite), loaded in one "
               "process and timed in alternating rounds. Ratio = the fastest peer at equal task accuracy ÷ edgekit (> 1: edgekit "
@@ -94,7 +94,7 @@ def write_report(path: Path, cells: list[dict], races: dict, targets: list[str],
         from benchmarks.peers import table
 
         named = "; ".join(f"edgekit {i + 1} = {f['target']} / {f['name']}" for i, f in enumerate(race.get("finalists") or []))
-        lines += [f"### {model}", "", f"edgekit finalists (the fastest candidates that keep the task): {named}", "",
+        lines += [f"### {model}", "", f"edgekit finalists (each target's fastest candidate that keeps the task): {named}", "",
                   table(race), ""]
         if race.get("ratio") is not None:
             ratios.append(race["ratio"])
