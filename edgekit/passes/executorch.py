@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.digest import files_sha256
-from edgekit.errors import MissingBackend, gist
+from edgekit.errors import MissingBackend, UnsupportedOnTarget, gist
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
 from edgekit.passes.pt2e import calibrated, data_sizes, export_inputs, static_specs, torch_module
@@ -31,8 +31,12 @@ def _static(model: Model, ctx: Context) -> tuple[tuple, dict[str, int]]:
     return examples, sizes
 
 
-def _lower(model: Model, module, examples: tuple, sizes: dict[str, int], out: Path, ctx: Context) -> Model:
-    """Export `module` with static shapes, lower it to XNNPACK, write the .pte and describe it."""
+def _lower(model: Model, module, examples: tuple, sizes: dict[str, int], out: Path, ctx: Context,
+           quantized: bool = False) -> Model:
+    """Export `module` with static shapes, lower it to XNNPACK, write the .pte and describe it.
+
+    A float graph XNNPACK's lowering rejects runs on the portable kernels; a quantized one cannot (they have no
+    quantized ops), which is one clear refusal."""
     import torch
 
     try:
@@ -50,7 +54,11 @@ def _lower(model: Model, module, examples: tuple, sizes: dict[str, int], out: Pa
         try:
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
         except Exception as error:  # XNNPACK's lowering passes reject some graphs: run them on portable kernels
-            delegate = f"none: XNNPACK's lowering failed ({type(error).__name__}: {gist(error)})"
+            why = f"XNNPACK's lowering failed ({type(error).__name__}: {gist(error)})"
+            if quantized:
+                raise UnsupportedOnTarget(f"quantize-executorch: {why}, and ExecuTorch's portable kernels have no "
+                                          "quantized ops: no int8 .pte for this model") from None
+            delegate = f"none: {why}"
             ctx.logger.warning("convert-executorch: %s; the program runs on ExecuTorch's portable kernels", delegate)
             lowered = to_edge_transform_and_lower(program).to_executorch()
     out.write_bytes(lowered.buffer)
@@ -100,5 +108,5 @@ class QuantizeExecutorch(Pass):
         examples, sizes = _static(model, ctx)
         with muted_logs("root", "torch.export"):
             quantized = calibrated(model, quantizer, examples, None, config.calibration_samples, ctx, self.name)
-        result = _lower(model, quantized, examples, sizes, ctx.step_dir(self.name) / "model.pte", ctx)
+        result = _lower(model, quantized, examples, sizes, ctx.step_dir(self.name) / "model.pte", ctx, quantized=True)
         return result.derive(meta={"precision": "int8"})

@@ -118,3 +118,16 @@ def test_graph_xnnpack_cannot_lower_runs_on_portable_kernels(tmp_path):
     want = module(torch.from_numpy(images[0])).detach().numpy()
     got = list(load(result.package).run({"x": images[0]}).values())[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # fp32 portable kernels
+
+
+def test_an_int8_graph_xnnpack_cannot_lower_is_refused_in_one_line(tmp_path):
+    from edgekit import compiler
+    from edgekit.spec import parse_input_spec
+
+    source = f"{Path(__file__).resolve().parent.parent / 'models.py'}:prelu_head"
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 8, 8)).astype(np.float32))
+    with pytest.raises(UnsupportedOnTarget, match=r"^quantize-executorch: XNNPACK's lowering failed \(.*\), and ExecuTorch's "
+                                                  r"portable kernels have no quantized ops: no int8 \.pte for this model$"):
+        compiler.compile(source, "mobile-executorch", tmp_path / "pkg", "int8", tmp_path / "data.npz",
+                         inputs=(parse_input_spec("x:1x3x8x8"),), bench_runs=2)
+    assert not (tmp_path / "pkg").exists()
