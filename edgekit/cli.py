@@ -24,11 +24,18 @@ class Group(click.Group):
         except EdgekitError as error:
             if ctx.meta.get("debug"):
                 raise
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {error}", file=_terminal())
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: nothing was written", err=True)
+            click.echo("interrupted: nothing was written", file=_terminal())
             sys.exit(130)
+
+
+def _terminal():
+    """Where edgekit's own error lines go: the terminal's stderr even while backend output goes to the log."""
+    from edgekit import console
+
+    return console.err.file
 
 
 @click.group(cls=Group)
@@ -42,10 +49,13 @@ def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     ctx.meta["debug"] = debug
     from edgekit.console import setup_logging
 
-    if not (verbose or debug):  # keep backends' own chatter off the terminal
+    if not (verbose or debug):  # keep backends' own chatter off the terminal: in the log, shown live with -v
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # absl/TF C++ INFO lines of the LiteRT converter
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category)
+        from edgekit.backend_output import to_log
+
+        ctx.with_resource(to_log(_cache_dir(False, None) / "logs" / "last.log"))
 
     setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
                   logging.INFO if verbose else logging.WARNING)

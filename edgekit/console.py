@@ -28,7 +28,7 @@ def setup_logging(level: int) -> None:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    out.file.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 class StepDisplay:

@@ -84,3 +84,25 @@ def test_user_mistakes_are_one_line_without_traceback(args, message, cnn_source,
     assert len(stderr.strip().splitlines()) == 1
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+
+
+def test_backend_output_stays_off_the_default_screen_and_in_the_log(cnn_source, cnn_data, tmp_path):
+    """Run as a user does (a real process on real descriptors): LiteRT's C++ 'XNNPACK delegate' line goes to the
+    log, edgekit's own lines to the screen; with -v the backend line is on the screen."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "edgekit.cli", "compile", cnn_source, "--target", "mobile-tflite",
+               "--calib", str(cnn_data), "--input", "image:1x1x8x8", "--bench-runs", "2"]
+    quiet = subprocess.run([*command, "-o", str(tmp_path / "a")], capture_output=True, text=True, env=env, check=True)
+    screen = quiet.stdout + quiet.stderr
+    assert "package" in screen and "XNNPACK delegate" not in screen
+    assert "XNNPACK delegate" in (tmp_path / "cache" / "logs" / "last.log").read_text()
+    loud = subprocess.run([command[0], *command[1:3], "-v", *command[3:], "-o", str(tmp_path / "b")],
+                          capture_output=True, text=True, env=env, check=True)
+    assert "XNNPACK delegate" in loud.stdout + loud.stderr
+    failed = subprocess.run([*command[:4], str(tmp_path / "missing.onnx"), *command[5:]], capture_output=True, text=True,
+                            env=env)
+    assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [f"error: model not found: {tmp_path / 'missing.onnx'}"]
