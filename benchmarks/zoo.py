@@ -126,7 +126,7 @@ def score(model: ZooModel, package: Path, threads: int, reference) -> dict:
             "keeps_task": task.value >= reference.value - TASK_BAR}
 
 
-def target_in_subprocess(model: str, target: str, threads: int, runs: int) -> list[dict]:
+def target_in_subprocess(model: str, target: str, threads: int, runs: int, timeout_s: int = CELL_TIMEOUT_S) -> list[dict]:
     """One model × target in a fresh interpreter; a crash or time-out becomes red cells."""
     path = cell_path(model, target)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +134,10 @@ def target_in_subprocess(model: str, target: str, threads: int, runs: int) -> li
     command = [sys.executable, __file__, "--cell", model, target, "--threads", str(threads), "--runs", str(runs)]
     base = {"model": model, "target": target, "status": "bug"}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CELL_TIMEOUT_S, cwd=HERE.parent)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=HERE.parent)
     except subprocess.TimeoutExpired:
         return [{**base, "recipe": recipe, "status": "timeout",
-                 "reason": f"did not finish in {CELL_TIMEOUT_S} s on this machine (compile + auto candidates)"} for recipe in RECIPES]
+                 "reason": f"did not finish in {timeout_s} s on this machine (compile + auto candidates)"} for recipe in RECIPES]
     if done.returncode != 0 or not path.is_file():
         tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return [{**base, "recipe": recipe, "reason": f"BUG: the process died (exit {done.returncode}): {tail}"} for recipe in RECIPES]
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--fresh", action="store_true", help="re-measure cells measured before")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, help="seconds one model x target may take")
     parser.add_argument("--out", type=Path, default=HERE / "ZOO.md")
     parser.add_argument("--cell", nargs=2, metavar=("MODEL", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,7 +199,7 @@ def main() -> None:
                 time.sleep(5)
                 continue
             try:
-                path.write_text(json.dumps(target_in_subprocess(model, target, args.threads, args.runs), indent=1))
+                path.write_text(json.dumps(target_in_subprocess(model, target, args.threads, args.runs, args.cell_timeout), indent=1))
             finally:
                 lock.unlink(missing_ok=True)
         found = json.loads(path.read_text())
