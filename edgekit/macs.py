@@ -6,40 +6,20 @@ from typing import Any
 
 
 def count_macs(module: Any, example_inputs: tuple) -> int:
-    """MACs of one forward pass on `example_inputs`, over Conv, Linear and attention products.
-
-    Convolutions and Linear layers are counted from their output size (forward hooks);
-    `scaled_dot_product_attention` and explicit matmuls are not seen by module hooks, so
-    attention score products are left out: for transformers the count covers the projections
-    and the MLP, which is what pruning heads and MLP width shrinks.
-    """
+    """MACs of one forward pass on `example_inputs`: PyTorch's FlopCounterMode (convolutions, matmuls, linear
+    layers and attention products, each counted as 2 FLOPs per multiply-accumulate) halved."""
     import torch
-    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    total = [0]
+    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
 
-    def conv_hook(layer: nn.modules.conv._ConvNd, _inputs: tuple, output: torch.Tensor) -> None:
-        kernel = 1
-        for size in layer.kernel_size:
-            kernel *= size
-        total[0] += output.numel() * (layer.in_channels // layer.groups) * kernel
-
-    def linear_hook(layer: nn.Linear, _inputs: tuple, output: torch.Tensor) -> None:
-        total[0] += output.numel() * layer.in_features
-
-    handles = []
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.conv._ConvNd):
-            handles.append(layer.register_forward_hook(conv_hook))
-        elif isinstance(layer, nn.Linear):
-            handles.append(layer.register_forward_hook(linear_hook))
-    try:
-        with torch.no_grad():
-            module(*example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0]
+    # the CPU's fused attention kernel is missing from PyTorch's registry (it has the CUDA ones)
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention})
+    with torch.no_grad(), counter:
+        module(*example_inputs)
+    return counter.get_total_flops() // 2
 
 
 def count_params(module: Any) -> int:

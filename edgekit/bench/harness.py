@@ -6,7 +6,6 @@ import logging
 import os
 import platform
 import resource
-import statistics
 import time
 from pathlib import Path
 
@@ -56,13 +55,9 @@ def bench_feeds(manifest: dict, batch: int, seed: int = 0) -> tuple[dict[str, np
 
 
 def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return _peak_rss_mb()
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _peak_rss_mb() -> float:
@@ -96,8 +91,8 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         started = time.perf_counter()
         session.run(feeds)
         latencies.append((time.perf_counter() - started) * 1e3)
-    ordered = sorted(latencies)
-    mean = statistics.fmean(latencies)
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])  # linear interpolation between closest ranks
+    mean = float(np.mean(latencies))
     return {
         "package": str(path),
         "target": manifest["target"]["name"],
@@ -107,8 +102,8 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         "load_ms": load_ms,
         "first_run_ms": first_ms,
         "latency_ms": {
-            "p50": _percentile(ordered, 50), "p90": _percentile(ordered, 90), "p99": _percentile(ordered, 99),
-            "mean": mean, "min": ordered[0], "std": statistics.pstdev(latencies),
+            "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "mean": mean, "min": float(np.min(latencies)), "std": float(np.std(latencies)),
         },
         "throughput_per_s": batch * 1e3 / mean,
         "peak_rss_mb": _peak_rss_mb(),
@@ -123,13 +118,6 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
             "runtime_version": _runtime_version(manifest["runtime"]),
         },
     }
-
-
-def _percentile(ordered: list[float], pct: float) -> float:
-    index = (len(ordered) - 1) * pct / 100
-    low = int(index)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
 
 
 def _runtime_version(runtime: str) -> str:
