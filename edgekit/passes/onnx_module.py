@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from edgekit.errors import UnsupportedOnTarget
-from edgekit.passes.onnx_ops import OPS, STATIC_INPUTS, Node
-from edgekit.passes.onnx_torch import DOMAINS, onnx_modules
+from edgekit.passes.onnx_ops import DOMAINS, OPS, STATIC_INPUTS, Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,8 @@ def _constant_value(onnx, node) -> np.ndarray:
 
 def build_module(proto, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> OnnxGraph:
     """An OnnxGraph computing `proto`, whose ops are all in OPS (see onnx_torch.unsupported_ops)."""
-    onnx, _ = onnx_modules()
+    import onnx
+
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in DOMAINS), 0)
     constants: dict[str, np.ndarray] = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}

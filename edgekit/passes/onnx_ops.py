@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from edgekit.errors import UnsupportedOnTarget
 
 OpFn = Callable[..., Any]
+DOMAINS = ("", "ai.onnx")  # the operator sets the table covers
 
 # ONNX TensorProto element type → torch dtype
 TORCH_DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64,

@@ -21,9 +21,6 @@ from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
 from edgekit.passes.pt2e import data_sizes, static_specs
 from edgekit.spec import TensorSpec
 
-DOMAINS = ("", "ai.onnx")
-
-
 def onnx_modules():
     try:
         import onnx
@@ -52,7 +49,7 @@ def static_graph(model: Model, inputs: tuple[TensorSpec, ...]):
 
 def unsupported_ops(proto) -> list[str]:
     """The graph's op types onnx_ops has no builder for, sorted (domain-qualified outside the default domain)."""
-    from edgekit.passes.onnx_ops import OPS
+    from edgekit.passes.onnx_ops import DOMAINS, OPS
 
     missing = []
     for node in proto.graph.node:
