@@ -21,6 +21,7 @@ from edgekit.passes.base import Context, NoConfig, Pass, muted_logs
 from edgekit.passes.pt2e import data_sizes, static_specs
 from edgekit.spec import TensorSpec
 
+
 def onnx_modules():
     try:
         import onnx
