@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,24 @@ class Package:
 
 
 def read_package(path: str | Path, verify: bool = True) -> Package:
-    """Open a package folder (or a .zip of one, unpacked to a temporary folder)."""
+    """Open a package folder (or a .zip of one, unpacked to a temporary folder that is removed when the Package is
+    garbage-collected, or at once when the archive is no valid package)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"package not found: {path}")
-    if path.is_file() and zipfile.is_zipfile(path):
-        path = _unzip(path)
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return _read_folder(path, verify)
+    unpacked = _unzip(path)
+    try:
+        package = _read_folder(unpacked, verify)
+    except BaseException:
+        shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+    weakref.finalize(package, shutil.rmtree, unpacked, True)
+    return package
+
+
+def _read_folder(path: Path, verify: bool) -> Package:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise UserError(f"{path} is not an edgekit package (no {MANIFEST})")
@@ -66,12 +79,16 @@ def read_package(path: str | Path, verify: bool = True) -> Package:
 
 
 def _unzip(archive: Path) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="edgekit-pkg-"))
     with zipfile.ZipFile(archive) as zipped:
         for name in zipped.namelist():
             if name.startswith("/") or ".." in Path(name).parts:
                 raise UserError(f"{archive}: unsafe path {name} in the archive")
-        zipped.extractall(folder)
+        folder = Path(tempfile.mkdtemp(prefix="edgekit-pkg-"))
+        try:
+            zipped.extractall(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     return folder
 
 

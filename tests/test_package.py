@@ -81,3 +81,27 @@ def test_zip_package_round_trip(cnn_source, cnn_data, tmp_path):
 
     result = session.run({"image": np.zeros((2, 1, 8, 8), np.float32)})
     assert list(result.values())[0].shape == (2, 4)
+
+
+def test_a_zip_packages_unpacked_folder_goes_with_its_session(cnn_source, cnn_data, tmp_path):
+    import gc
+    import zipfile
+
+    out = tmp_path / "cnn.zip"
+    compile(cnn_source, "cpu-ort", out, "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    session = load(out)
+    unpacked = session.package.root
+    assert (unpacked / "manifest.json").is_file()
+    del session
+    gc.collect()
+    assert not unpacked.exists()
+    empty = tmp_path / "not-a-package.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "no manifest")
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).glob("edgekit-pkg-*"))
+    with pytest.raises(UserError, match="is not an edgekit package"):
+        load(empty)
+    assert set(Path(tempfile.gettempdir()).glob("edgekit-pkg-*")) == before

@@ -28,12 +28,14 @@ def load(path: str | Path, threads: int | None = None, verify: bool = True) -> S
     package = read_package(path, verify=verify)
     manifest = package.manifest
     files = tuple(package.root / entry["path"] for entry in manifest["files"])
-    return open_model(
+    session = open_model(
         manifest["runtime"], files,
         tuple(TensorSpec.from_dict(s) for s in manifest["inputs"]),
         tuple(TensorSpec.from_dict(s) for s in manifest["outputs"]),
         manifest["target"].get("options", {}), threads,
     )
+    session.package = package  # a .zip's unpacked folder lives as long as the session
+    return session
 
 
 def open_model(runtime: str, files: tuple[Path, ...], inputs: tuple[TensorSpec, ...],
