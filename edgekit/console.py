@@ -200,14 +200,18 @@ def show_demo(rows: list[dict]) -> None:
     for column in ("target", "runtime", "precision", "recipe", "size", "p50 ms", "mean ms", "accuracy", "source acc.",
                    "top-1 agree"):
         table.add_column(column, justify="left" if column in ("target", "precision", "recipe") else "right")
+    failures = []
     for row in rows:
-        if "error" in row:
-            table.add_row(row["target"], "", row["precision"], row["recipe"], escape(f"failed: {row['error']}"))
+        if "error" in row:  # the reason goes below the table: in a cell it would widen the size column
+            failures.append(row)
+            table.add_row(row["target"], "", row["precision"], row["recipe"], "failed", *[""] * 5)
             continue
         table.add_row(row["target"], row["runtime"], row["precision"], row["recipe"], _size(row["file_bytes"]), _ms(row["p50_ms"]),
                       _ms(row["mean_ms"]), f"{row['accuracy']:.4f}", f"{row['reference_accuracy']:.4f}",
                       f"{row['top1_agreement']:.4f}")
     out.print(table)
+    for row in failures:
+        out.print(escape(f"failed: {row['target']} {row['precision']} ({row['recipe']}): {row['error']}"), highlight=False)
     measured = [row for row in rows if "conditions" in row]
     if measured:
         out.print(conditions_line(measured[0]["conditions"]))
