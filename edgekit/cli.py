@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,10 @@ CACHE_ENV = "EDGEKIT_CACHE_DIR"
 
 
 class Group(click.Group):
-    """Turns EdgekitError into one line on stderr and exit 1; --debug shows the traceback."""
+    """Turns EdgekitError into one line on stderr and exit 1; --debug shows the traceback.
+
+    A pass that failed unexpectedly (PassFailed: a bug here or in a backend) also writes its cause's
+    traceback to the backend log, and the line says where it is."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,11 +28,22 @@ class Group(click.Group):
         except EdgekitError as error:
             if ctx.meta.get("debug"):
                 raise
-            click.echo(f"error: {error}", file=_terminal())
+            click.echo(f"error: {error}{_traceback_hint(error, ctx.meta.get('backend_log'))}", file=_terminal())
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: nothing was written", file=_terminal())
             sys.exit(130)
+
+
+def _traceback_hint(error: EdgekitError, log: Path | None) -> str:
+    from edgekit.errors import PassFailed
+
+    if not isinstance(error, PassFailed):
+        return ""
+    if log is None:
+        return " (run with --debug for the traceback)"
+    traceback.print_exception(error.cause, file=sys.stderr)  # sys.stderr is the log while it captures
+    return f" (traceback in {log}; --debug shows it here)"
 
 
 def _terminal():
@@ -55,7 +70,7 @@ def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
             warnings.filterwarnings("ignore", category=category)
         from edgekit.backend_output import to_log
 
-        ctx.with_resource(to_log(_cache_dir(False, None) / "logs" / "last.log"))
+        ctx.meta["backend_log"] = ctx.with_resource(to_log(_cache_dir(False, None) / "logs" / "last.log"))
 
     setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
                   logging.INFO if verbose else logging.WARNING)

@@ -106,3 +106,30 @@ def test_backend_output_stays_off_the_default_screen_and_in_the_log(cnn_source, 
     failed = subprocess.run([*command[:4], str(tmp_path / "missing.onnx"), *command[5:]], capture_output=True, text=True,
                             env=env)
     assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [f"error: model not found: {tmp_path / 'missing.onnx'}"]
+
+
+def test_an_unexpected_failure_in_a_pass_is_one_line_with_its_traceback_in_the_log(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model = tmp_path / "breaks_export.py"
+    model.write_text(
+        "import torch\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        if torch.compiler.is_exporting():\n"
+        "            raise RuntimeError('this module refuses torch.export')\n"
+        "        return x * 2\n\n"
+        "def factory():\n"
+        "    return Net(), (torch.zeros(1, 4),)\n")
+    env = {**os.environ, "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "edgekit.cli", "compile", f"{model}:factory", "--target", "mobile-executorch",
+                           "-o", str(tmp_path / "pkg"), "--bench-runs", "2"], capture_output=True, text=True, env=env)
+    log = tmp_path / "cache" / "logs" / "last.log"
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: step 'convert-executorch' failed: RuntimeError: this module refuses torch.export "
+        f"(traceback in {log}; --debug shows it here)")
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "breaks_export.py" in text
