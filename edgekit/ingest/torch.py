@@ -39,14 +39,14 @@ def read_factory(path: Path, factory: str, input_specs: tuple[TensorSpec, ...]) 
     try:
         spec.loader.exec_module(user_module)
     except Exception as error:
-        raise UserError(f"{path}: importing it raised {type(error).__name__}: {error}") from None
+        raise UserError(f"{path}: importing it raised {type(error).__name__}: {error}") from error
     function = getattr(user_module, factory, None)
     if not callable(function):
         raise UserError(f"{path} has no callable '{factory}'")
     try:
         made = function()
     except Exception as error:
-        raise UserError(f"{path}:{factory}() raised {type(error).__name__}: {error}") from None
+        raise UserError(f"{path}:{factory}() raised {type(error).__name__}: {error}") from error
     module, examples = made if isinstance(made, tuple) else (made, None)
     if not isinstance(module, torch.nn.Module):
         raise UserError(f"{path}:{factory}() returned {type(module).__name__}, expected an nn.Module or (module, example_inputs)")
@@ -71,7 +71,7 @@ def read_torchscript(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:
-        raise UserError(f"{path}: cannot load TorchScript: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{path}: cannot load TorchScript: {str(error).splitlines()[0]}") from error
     if not input_specs:
         raise UserError(f"{path}: TorchScript holds no input shapes; give them with --input name:1x3x224x224:float32")
     digest = file_sha256(path)
@@ -87,7 +87,7 @@ def read_exported(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
     try:
         program = torch.export.load(str(path))
     except Exception as error:
-        raise UserError(f"{path}: cannot load the exported program: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{path}: cannot load the exported program: {str(error).splitlines()[0]}") from error
     user_inputs = program.graph_signature.user_inputs
     nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
     own = []
@@ -222,7 +222,7 @@ def _output_specs(module, examples: tuple, inputs: tuple[TensorSpec, ...]) -> tu
             result = module(*examples)
     except Exception as error:
         shapes = ", ".join(f"{s.name}:{s.shape_text()}:{s.dtype}" for s in inputs)
-        raise UserError(f"the model failed on inputs {shapes}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"the model failed on inputs {shapes}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
     results = result if isinstance(result, (tuple, list)) else (result,)
     if isinstance(result, dict):
         results = tuple(result.values())

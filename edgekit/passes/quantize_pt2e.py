@@ -90,7 +90,7 @@ class QuantizePt2e(Pass):
             try:
                 program = export_program(model)
             except Exception as error:
-                raise UnsupportedOnTarget(f"quantize-pt2e: torch.export cannot capture the model: {_first_line(error)}") from None
+                raise UnsupportedOnTarget(f"quantize-pt2e: torch.export cannot capture the model: {_first_line(error)}") from error
             try:
                 prepared = prepare_pt2e(program.module(), quantizer)
                 calibrate(prepared, model, ctx, config.calibration_samples, self.name)
@@ -101,7 +101,7 @@ class QuantizePt2e(Pass):
                 raise UnsupportedOnTarget(
                     f"quantize-pt2e: the {config.quantizer} quantizer cannot quantize this graph "
                     f"({type(error).__name__}: {_first_line(error)}); use quantize-static or quantize-dynamic on ONNX instead"
-                ) from None
+                ) from error
             quantized = export_program(model, converted)
         return model.derive(format=Format.EXPORTED, module=quantized, files=(), meta={"precision": "int8"})
 
