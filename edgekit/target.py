@@ -11,7 +11,7 @@ from edgekit.errors import UserError
 from edgekit.isa import Isa, resolve_isa
 from edgekit.model import Format
 from edgekit.recipe import Step, parse_step
-from edgekit.runtime import BACKENDS, backend_module
+from edgekit.runtime import BACKENDS, backend_module, check_options
 from edgekit.schema import build, did_you_mean
 
 
@@ -49,6 +49,7 @@ class Target:
         options = {**self.options, **overrides}
         if isinstance(self.options.get("config"), dict) and isinstance(overrides.get("config"), dict):
             options["config"] = {**self.options["config"], **overrides["config"]}
+        check_options(self.runtime, options, f"target {self.name} with a recipe's runtime options")
         return replace(self, options=options)
 
     def availability(self) -> str | None:
@@ -85,10 +86,12 @@ def load_target(name_or_path: str | Path) -> Target:
         raise UserError(f"{where}: unknown format '{data['format']}'{did_you_mean(str(data['format']), formats)}") from None
     isa = str(data.get("isa", "host"))
     resolve_isa(isa, where)  # an unknown name fails here, not at first use
+    options = dict(data.get("options") or {})
+    check_options(data["runtime"], options, f"{where}, options")
     lowering = tuple(parse_step(raw, f"{where}, lowering {i + 1}") for i, raw in enumerate(data.get("lowering") or []))
     return Target(
         name=str(data.get("name", path.stem)), device=device, runtime=data["runtime"], format=target_format,
-        precisions=tuple(data["precisions"]), options=dict(data.get("options") or {}),
+        precisions=tuple(data["precisions"]), options=options,
         constraints=build(Constraints, data.get("constraints"), f"{where}, constraints"),
         lowering=lowering, default_recipe=str(data.get("default_recipe", "fp32")),
         recipes={str(k): str(v) for k, v in (data.get("recipes") or {}).items()},

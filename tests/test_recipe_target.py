@@ -68,6 +68,25 @@ def test_target_field_errors(tmp_path):
         load_target(path)
 
 
+@pytest.mark.parametrize(("runtime", "options", "message"), [
+    ("openvino", "{devce: CPU}", r"options: unknown parameter 'devce' \(did you mean 'device'\?\); known: device, config"),
+    ("onnxruntime", "{graph_optimization_level: fast}", r"parameter 'graph_optimization_level' = 'fast' .*one of 'disable'"),
+    ("onnxruntime", "{providers: CPUExecutionProvider}", r"parameter 'providers' .*a list of str"),
+    ("tflite", "{threads: 2}", r"unknown parameter 'threads'; known: none"),
+])
+def test_target_options_are_typed_per_runtime(tmp_path, runtime, options, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: x\ndevice: cpu\nruntime: {runtime}\nformat: onnx\nprecisions: [fp32]\noptions: {options}\n")
+    with pytest.raises(UserError, match=message):
+        load_target(path)
+
+
+def test_a_recipes_runtime_options_are_checked_too():
+    with pytest.raises(UserError, match=r"target cpu-openvino with a recipe's runtime options: unknown parameter 'confg' "
+                                        r"\(did you mean 'config'\?\)"):
+        load_target("cpu-openvino").with_runtime({"confg": {"INFERENCE_PRECISION_HINT": "bf16"}})
+
+
 def test_cpu_ort_is_available_here():
     targets = {t.name: t for t in all_targets()}
     assert targets["cpu-ort"].availability() is None

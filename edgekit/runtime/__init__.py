@@ -46,6 +46,13 @@ def open_model(runtime: str, files: tuple[Path, ...], inputs: tuple[TensorSpec, 
     return session_class(files, inputs, outputs, options or {}, threads)
 
 
+def check_options(runtime: str, options: dict[str, Any], where: str) -> None:
+    """Refuse an option the runtime does not take (with a did-you-mean) or a value of the wrong type."""
+    from edgekit.schema import build
+
+    build(backend_module(runtime).Options, options, where)
+
+
 def backend_module(runtime: str):
     """The module of a runtime backend (cheap: backends import their runtime lazily)."""
     if runtime not in BACKENDS:

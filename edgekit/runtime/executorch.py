@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,11 @@ from edgekit.spec import TensorSpec
 
 PACKAGE = "executorch"
 EXTRA = "executorch"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """ExecuTorch takes no target options (the program carries its delegates)."""
 METHOD = "forward"
 BACKEND = "XnnpackBackend"
 # ExecuTorch ScalarType codes → numpy dtype names

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import numpy as np
 
 from edgekit.errors import MissingBackend, UnsupportedOnTarget
@@ -9,6 +12,16 @@ from edgekit.runtime.session import Session
 
 PACKAGE = "onnxruntime"
 EXTRA = "onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a target's `options:` may say to ONNX Runtime."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    provider_options: list[dict[str, Any]] | None = None  # one mapping per provider
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    preload_dlls: bool = False  # CUDA and cuDNN from the nvidia-* wheels
 
 
 def _ort():

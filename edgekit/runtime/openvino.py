@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,14 @@ from edgekit.runtime.session import Session
 
 PACKAGE = "openvino"
 EXTRA = "openvino"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a target's `options:` may say to OpenVINO."""
+
+    device: str = "CPU"  # CPU, GPU, NPU, or an OpenVINO device string (AUTO:GPU,CPU …)
+    config: dict[str, Any] = field(default_factory=dict)  # compile_model properties (INFERENCE_PRECISION_HINT …)
 # OpenVINO computes in bf16 by default on CPUs with AVX512_BF16 or AMX: edgekit runs the precision the
 # package was built and measured in, so f32 unless the options ask for another precision
 PRECISION_HINT = "INFERENCE_PRECISION_HINT"

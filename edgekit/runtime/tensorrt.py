@@ -10,6 +10,7 @@ and GPU architecture it was built for: deserializing elsewhere fails with that m
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,13 @@ from edgekit.runtime.session import Session
 
 PACKAGE = "tensorrt"
 EXTRA = "tensorrt"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a target's `options:` may say to TensorRT."""
+
+    device_id: int = 0  # the CUDA device the engine is built and run on
 
 
 def _tensorrt():

@@ -13,6 +13,11 @@ from edgekit.spec import TensorSpec
 
 PACKAGE = "ai-edge-litert"
 EXTRA = "tflite"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """LiteRT takes no target options (threads come from the caller)."""
 SIGNATURE_PREFIX = "serving_default_"
 
 
