@@ -128,4 +128,3 @@ def test_config_is_validated():
     with pytest.raises(UserError, match="mode"):
         parse_step({"pass": "quantize-tflite", "with": {"mode": "int4"}}, "test")
     assert parse_step({"pass": "convert-tflite"}, "test").config == ConvertTfliteConfig()
-    assert ConvertTflite.tolerance == FP32_RTOL
