@@ -18,7 +18,7 @@ from edgekit.compiler import plan
 from edgekit.errors import UnsupportedOnTarget, UserError
 from edgekit.ingest import ingest
 from edgekit.passes.base import Context
-from edgekit.passes.tflite import ConvertTflite, ConvertTfliteConfig, QuantizeTflite, QuantizeTfliteConfig
+from edgekit.passes.tflite import ConvertTfliteConfig, QuantizeTflite, QuantizeTfliteConfig
 from edgekit.runtime import load, open_model
 from edgekit.runtime.tflite import interpreter_class
 from edgekit.spec import parse_input_spec
