@@ -62,6 +62,9 @@ def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path,
     assert [r.cached for r in second.records] == [True, True, True]
     assert first.manifest["files"][0]["sha256"] == second.manifest["files"][0]["sha256"]
     assert second.manifest["recipe"]["applied"] == first.manifest["recipe"]["applied"]
+    # a cached step keeps its fidelity record (export-onnx and optimize-onnx promise a tolerance)
+    fidelity = [[step.get("fidelity", {}).get("max_rel") for step in result.manifest["steps"]] for result in (first, second)]
+    assert fidelity[0][:2] == fidelity[1][:2] and None not in fidelity[1][:2]
 
 
 def test_changed_config_or_calibration_misses_the_cache(cnn_source, cnn_data, tmp_path, cache_dir):

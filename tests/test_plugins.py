@@ -1,0 +1,77 @@
+"""Third-party passes register through the `edgekit.passes` entry-point group of an installed distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit import compiler
+from edgekit.errors import UserError
+from edgekit.passes.base import get_pass, pass_names
+from edgekit.runtime import load
+
+PLUGIN = '''
+from edgekit.model import Format
+from edgekit.passes.base import Pass
+
+
+class Halve(Pass):
+    """Multiplies an ONNX model's first output by 0.5 (a Mul at the graph's end)."""
+
+    name = "halve-output"
+    accepts = frozenset({Format.ONNX})
+    produces = Format.ONNX
+
+    def run(self, model, config, ctx):
+        import onnx
+        from onnx import helper, numpy_helper
+
+        from edgekit.digest import files_sha256
+
+        proto = onnx.load(str(model.path))
+        output = proto.graph.output[0]
+        inner = output.name + "_before_halving"
+        for node in proto.graph.node:
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+        proto.graph.initializer.append(numpy_helper.from_array(__import__("numpy").array(0.5, "float32"), "half"))
+        proto.graph.node.append(helper.make_node("Mul", [inner, "half"], [output.name]))
+        out = ctx.step_dir(self.name) / "model.onnx"
+        onnx.save(proto, str(out))
+        return model.derive(files=(out,), meta={"content_hash": files_sha256((out,))})
+'''
+
+
+def _install(site, name: str, entry: str) -> None:
+    """A distribution on sys.path as pip leaves one: its module, METADATA and entry_points.txt."""
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[edgekit.passes]\n{entry}\n")
+
+
+def test_a_plugin_pass_is_found_and_runs_in_a_recipe(tmp_path, monkeypatch, cnn_onnx, cnn_data):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "halving_plugin.py").write_text(PLUGIN)
+    _install(site, "halving_plugin", "halve-output = halving_plugin:Halve")
+    monkeypatch.syspath_prepend(str(site))
+    assert "halve-output" in pass_names() and get_pass("halve-output").name == "halve-output"
+    recipe = tmp_path / "halved.yaml"
+    recipe.write_text("steps:\n  - pass: halve-output\n")
+    plain = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "plain", "fp32", cnn_data, bench_runs=2)
+    halved = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "halved", recipe, cnn_data, bench_runs=2)
+    assert ("halve-output", "recipe") in [(s["pass"], s["origin"]) for s in halved.manifest["steps"]]
+    image = np.load(cnn_data)["image"][:1]
+    want = next(iter(load(plain.package).run({"image": image}).values()))
+    got = next(iter(load(halved.package).run({"image": image}).values()))
+    np.testing.assert_allclose(got, want * 0.5, rtol=1e-6)
+
+
+def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    _install(site, "clashing_plugin", "optimize-onnx = clashing_plugin:Other")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(UserError, match=r"pass 'optimize-onnx' is registered twice: edgekit.passes.optimize:OptimizeOnnx "
+                                        r"and clashing_plugin:Other"):
+        pass_names()
