@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.build import CompileResult, build_package
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
 from edgekit.model import Format
@@ -161,9 +162,6 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
 
     The winner's manifest gains `auto`: the tolerance, whether it was the default, and every candidate row.
     """
-    from edgekit.compiler import CompileResult
-    from edgekit.compiler import compile as compile_one
-
     chosen_target = load_target(target)
     unavailable = chosen_target.availability()
     if unavailable:
@@ -191,7 +189,7 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                                                           metric=(tolerance or Evaluation()).metric))
             log.info("auto: compiling candidate %s", candidate.name)
             try:
-                result = compile_one(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
+                result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
                                      calib, eval, inputs,
                                      cache, bench_runs, threads, progress, instruments)
             except EdgekitError as error:

@@ -102,8 +102,8 @@ def _input_specs(texts: tuple[str, ...]):
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
 @click.option("--no-cache", is_flag=True, help="Run every step afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--metric", default=None, help="With --recipe auto: top1, cosine, mse, max_abs or file.py:function.")
-@click.option("--max-drop", type=float, default=None, help="With --recipe auto: allowed drop (default 0.01 for top1 and cosine).")
+@click.option("--metric", default=None, help="Judge the package by top1, cosine, mse, max_abs or file.py:function (any recipe).")
+@click.option("--max-drop", type=float, default=None, help="Allowed drop of --metric (auto's default: 0.01 for top1 and cosine).")
 def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
                     cache_dir, no_cache, as_json, metric, max_drop) -> None:
     """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package.
@@ -119,20 +119,14 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
         console.print_json(plan.describe()) if as_json else console.show_plan(plan)
         return
     output = output or Path("out") / f"{Path(model.split(':')[0]).stem}-{Path(target).stem}"
-    with console.StepDisplay(enabled=not as_json) as display:
-        if recipe == "auto":
-            from edgekit.autoselect import compile_auto
-            from edgekit.recipe import parse_evaluation
+    from edgekit.recipe import parse_evaluation
 
-            tolerance = parse_evaluation({"metric": metric or "auto", "max_drop": max_drop}, None, "--recipe auto")
-            result = compile_auto(model, target, output, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
-                                  bench_runs, threads, display, (display,), tolerance)
-        else:
-            if metric or max_drop is not None:
-                raise UserError("--metric and --max-drop go with --recipe auto; a recipe states its own evaluate/tolerance")
-            result = compiler.compile(model, target, output, recipe, calib, eval_data, specs,
-                                      _cache_dir(no_cache, cache_dir), bench_runs, threads,
-                                      progress=display, instruments=(display,))
+    tolerance = None  # --metric / --max-drop judge any recipe; auto has a default
+    if recipe == "auto" or metric or max_drop is not None:
+        tolerance = parse_evaluation({"metric": metric or "auto", "max_drop": max_drop}, None, "--metric/--max-drop")
+    with console.StepDisplay(enabled=not as_json) as display:
+        result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
+                                  bench_runs, threads, progress=display, instruments=(display,), tolerance=tolerance)
     if as_json:
         console.print_json(result.manifest)
         return

@@ -133,3 +133,22 @@ def test_an_unexpected_failure_in_a_pass_is_one_line_with_its_traceback_in_the_l
         f"(traceback in {log}; --debug shows it here)")
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "breaks_export.py" in text
+
+
+def test_metric_and_max_drop_judge_any_recipe(cnn_source, cnn_data, tmp_path):
+    """--metric/--max-drop judge a named recipe too: the recipe's own limit passes, a custom metric's drop over
+    --max-drop fails the compile and writes nothing."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    metric = tmp_path / "metric.py"
+    metric.write_text("def always_drops(reference, candidate, labels):\n"
+                      "    return 1.0 if reference[0] is candidate[0] else 0.5  # the source scores 1, any package 0.5\n")
+    common = ["compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--calib", str(cnn_data), "--input", "image:1x1x8x8",
+              "--bench-runs", "2"]
+    loose = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "a")])
+    assert loose.exit_code == 0, loose.output
+    tight = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "b"), "--metric", f"{metric}:always_drops",
+                                      "--max-drop", "0.1"])
+    assert tight.exit_code == 1 and "dropped by 0.5000" in tight.output and not (tmp_path / "b").exists()

@@ -11,6 +11,7 @@ import pytest
 from extras import require
 
 from edgekit import compiler
+from edgekit.build import recipe_for
 from edgekit.errors import UnsupportedOnTarget
 from edgekit.runtime import load
 from edgekit.spec import parse_input_spec
@@ -133,6 +134,6 @@ def test_gpu_refuses_fp32_naming_what_it_supports(cnn_source):
 
 def test_precision_names_pick_the_targets_recipes():
     target = load_target("cpu-openvino")
-    assert {p: compiler.recipe_for(target, p).name for p in target.precisions} == {
+    assert {p: recipe_for(target, p).name for p in target.precisions} == {
         "fp32": "fp32", "fp16": "fp16-weights", "bf16": "bf16-openvino", "int8": "int8-nncf", "int4": "int4-weights-nncf"}
     assert target.options["config"]["INFERENCE_PRECISION_HINT"] == "f32"

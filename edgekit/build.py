@@ -1,0 +1,183 @@
+"""Build one package: ingest, plan, run the passes with their checks, evaluate, measure, write the manifest."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgekit import __version__
+from edgekit.catalog import builtin_names
+from edgekit.data import Dataset, load_data, synthetic_data
+from edgekit.data.report import data_report
+from edgekit.errors import FidelityError, UnsupportedOnTarget
+from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
+from edgekit.ingest import ingest
+from edgekit.isa import host_cpu
+from edgekit.model import Model
+from edgekit.package import SCHEMA_VERSION, Staging, file_entries
+from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
+from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
+from edgekit.pipeline import plan as make_plan
+from edgekit.recipe import Evaluation, Recipe, load_recipe
+from edgekit.spec import TensorSpec
+from edgekit.target import Target, load_target
+
+log = logging.getLogger("edgekit")
+PRECISION_NAME = re.compile(r"(fp|int|bf)\d+")  # `--recipe int8` means the target's recipe for that precision
+SYNTHETIC_SAMPLES = 32
+
+
+@dataclass
+class CompileResult:
+    package: Path
+    plan: Plan
+    records: list[StepRecord]
+    manifest: dict[str, Any]
+
+
+def with_tolerance(recipe: Recipe, tolerance: Evaluation | None) -> Recipe:
+    """`recipe` judged by `tolerance`'s metric and allowed drop instead of its own (its evaluation data kept)."""
+    if tolerance is None:
+        return recipe
+    own = recipe.evaluation
+    return replace(recipe, evaluation=replace(own, metric=tolerance.metric, relative=tolerance.relative,
+                                              higher_is_better=tolerance.higher_is_better,
+                                              max_drop=own.max_drop if tolerance.max_drop is None else tolerance.max_drop))
+
+
+def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
+    """The recipe a name means on this target: a precision (`int8`) picks the target's own recipe for it."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    name = str(recipe or target.default_recipe)
+    if name not in target.recipes and PRECISION_NAME.fullmatch(name) and name not in builtin_names("recipes"):
+        offered = ", ".join(f"{precision} ({chosen})" for precision, chosen in target.recipes.items())
+        raise UnsupportedOnTarget(f"target {target.name} has no {name} recipe; it offers {offered}")
+    return load_recipe(target.recipes.get(name, name))
+
+
+def build_package(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | Recipe | None = None,
+                  calib: str | Path | None = None, eval: str | Path | None = None,
+                  inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
+                  threads: int | None = None, progress: Progress | None = None,
+                  instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None) -> CompileResult:
+    """Compile `source` for `target` with one recipe into the package folder (or .zip) `output`.
+
+    `tolerance` (metric, max_drop, relative) replaces the recipe's own. Nothing is left at `output`
+    unless every step, the evaluation and the tolerance check pass.
+    """
+    chosen_recipe = with_tolerance(recipe_for(load_target(target), recipe), tolerance)
+    chosen_target = load_target(target).with_runtime(chosen_recipe.runtime)
+    unavailable = chosen_target.availability()
+    if unavailable:
+        log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
+                    chosen_target.name, unavailable)
+    model = ingest(source, inputs)
+    the_plan = make_plan(model, chosen_recipe, chosen_target)
+    calibration = load_data(calib, model.inputs, model.meta.get("tokenizer")) if calib else None
+    eval = eval or chosen_recipe.evaluation.data
+    evaluation = load_data(eval, model.inputs, model.meta.get("tokenizer")) if eval else calibration
+    needs_calibration = any(get_pass(s.step.pass_name).uses_calibration for s in the_plan.steps)
+    if calibration is None and needs_calibration:
+        calibration = synthetic_data(model.inputs, SYNTHETIC_SAMPLES)
+    if evaluation is None:
+        evaluation = calibration or synthetic_data(model.inputs, SYNTHETIC_SAMPLES, seed=1)
+    data_checks = data_report(calibration, evaluation)
+    work_dir = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
+    try:
+        with Staging(output) as staging:
+            ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
+            # judged with the target's runtime options where it runs here; else on this CPU with exact defaults
+            judge = chosen_target if unavailable is None else None
+            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), judge), *instruments)
+            final, records = run(the_plan, model, ctx, cache_dir, checks)
+            manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
+            manifest["data"]["report"] = data_checks
+            _place_files(final, staging.root, manifest)
+            staging.write_manifest(manifest)
+            if unavailable is None:
+                manifest["metrics"] = _measure(model, staging.root, evaluation, chosen_recipe, bench_runs, threads)
+                manifest["metrics"]["bench"]["package"] = str(output)
+                staging.write_manifest(manifest)
+                check = manifest["metrics"]["verdict"]
+                if not check["ok"]:
+                    raise FidelityError(
+                        f"{check['metric']} dropped by {check['drop']:.4f} (from {check['reference']} to "
+                        f"{check['value']:.4f}), over the recipe's max_drop {check['limit']}: no package written"
+                    )
+            path = staging.commit()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return CompileResult(path, the_plan, records, manifest)
+
+
+def _place_files(model: Model, root: Path, manifest: dict) -> None:
+    placed = []
+    for path in model.files:
+        shutil.copy2(path, root / path.name)
+        placed.append(root / path.name)
+    manifest["files"] = file_entries(root, placed)
+
+
+def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs: int, threads: int | None) -> dict:
+    from edgekit.bench.harness import measure
+    from edgekit.runtime import load
+
+    feeds = list(evaluation.feeds())
+    session = load(root, threads=threads)
+    reference = collect(runner_for(source, threads), feeds)
+    candidate = collect(lambda feed: list(session.run(feed).values()), feeds)
+    fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation.metric)
+    fidelity["data"] = evaluation.origin
+    fidelity["executed_precision"] = session.execution_precision
+    return {
+        "fidelity": fidelity,
+        "verdict": verdict(fidelity, recipe.evaluation).to_dict(),
+        "bench": measure(root, threads=threads, runs=bench_runs, warmup=max(bench_runs // 10, 1)),
+    }
+
+
+def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRecord],
+              calibration: Dataset | None, evaluation: Dataset) -> dict:
+    target = the_plan.target
+    return {
+        "schema": SCHEMA_VERSION,
+        "edgekit": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": target.to_dict(),
+        "cpu": host_cpu().to_dict(),  # the machine the figures below were measured on
+        "runtime": target.runtime,
+        "format": final.format.value,
+        "precision": final.meta.get("precision", the_plan.recipe.precision),
+        "files": [],
+        "inputs": [s.to_dict() for s in final.inputs],
+        "outputs": [s.to_dict() for s in final.outputs],
+        "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
+        "reports": final.meta.get("reports", []),  # what passes measured: pruning sizes, distillation losses
+        "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
+        "isa_choice": final.meta.get("isa_choice"),  # CPU-dependent choices a pass made, for the target's ISA
+        "float_ops": final.meta.get("float_ops"),  # op types a quantizer left in float, with counts
+        "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
+                   **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
+        "provenance": {
+            "source": source.meta.get("source"), "source_hash": source.meta.get("source_hash"),
+            "source_format": source.format.value, "exporter": final.meta.get("exporter"),
+            "export_fallback_reason": final.meta.get("export_fallback_reason"),
+            "delegate": final.meta.get("delegate"),  # ExecuTorch: xnnpack, or why the program runs on portable kernels
+            "versions": library_versions(),
+        },
+        "data": {
+            "calibration": calibration.statistics() if calibration else None,
+            "calibration_origin": calibration.origin if calibration else None,
+            "evaluation": evaluation.statistics(),
+            "evaluation_origin": evaluation.origin,
+        },
+        "metrics": {},
+    }
+
