@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.errors import EdgekitError, UserError
+from edgekit.errors import EdgekitError
 
 CACHE_ENV = "EDGEKIT_CACHE_DIR"
 
