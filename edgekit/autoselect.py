@@ -12,10 +12,11 @@ from typing import Any
 from edgekit.build import CompileResult, build_package
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
+from edgekit.metrics import Evaluation
 from edgekit.model import Format
 from edgekit.package import Staging, read_package
 from edgekit.passes.quantize_ort import isa_choice
-from edgekit.recipe import Evaluation, Recipe, load_recipe
+from edgekit.recipe import Recipe, load_recipe
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")

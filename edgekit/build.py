@@ -19,12 +19,13 @@ from edgekit.errors import FidelityError, UnsupportedOnTarget
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
 from edgekit.isa import host_cpu
+from edgekit.metrics import Evaluation
 from edgekit.model import Model
 from edgekit.package import SCHEMA_VERSION, Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
 from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
 from edgekit.pipeline import plan as make_plan
-from edgekit.recipe import Evaluation, Recipe, load_recipe
+from edgekit.recipe import Recipe, load_recipe
 from edgekit.spec import TensorSpec
 from edgekit.target import Target, load_target
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgekit.catalog import read_yaml, resolve
 from edgekit.errors import UserError
+from edgekit.metrics import BUILTIN_METRICS, Evaluation, load_metric
 from edgekit.passes.base import get_pass
 from edgekit.schema import build, did_you_mean, to_dict
 
@@ -23,25 +24,6 @@ class Step:
         return {"pass": self.pass_name, "with": to_dict(self.config)}
 
 
-BUILTIN_METRICS = ("auto", "top1", "cosine", "mse", "max_abs")
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """How to score a compiled model against its source: the metric, the allowed drop, the data.
-
-    `metric` is a built-in (auto: top1 for classifier outputs, else cosine) or a custom
-    `path/to/file.py:function` / `package.module:function` called as
-    `function(reference_outputs, candidate_outputs, labels) -> float`.
-    """
-
-    metric: str = "auto"
-    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
-    relative: bool = False  # max_drop as a fraction of the reference value
-    higher_is_better: bool = True  # only read for a custom metric; built-ins know their direction
-    data: str | None = None  # evaluation data used when --eval is not given
-
-
 @dataclass(frozen=True, slots=True)
 class Tolerance:
     """The `tolerance:` section of a recipe, merged into its Evaluation."""
@@ -52,8 +34,6 @@ class Tolerance:
 
 def parse_evaluation(evaluate: object, tolerance: object, where: str, base: Path | None = None) -> Evaluation:
     """The `evaluate:` and `tolerance:` sections → a checked Evaluation (custom metric importable, data found)."""
-    from edgekit.evaluate import load_metric
-
     evaluation = build(Evaluation, evaluate, f"{where}, evaluate")  # type: ignore[arg-type]
     if tolerance is not None:
         bound = build(Tolerance, tolerance, f"{where}, tolerance")  # type: ignore[arg-type]

@@ -77,3 +77,15 @@ def parse_input_spec(text: str) -> TensorSpec:
         else:
             raise UserError(f"--input '{text}': dim '{part}' is neither a number nor a name")
     return TensorSpec(match["name"], tuple(dims), dtype)
+
+
+def merge_specs(own: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...], where: str) -> tuple[TensorSpec, ...]:
+    """The model's own input specs with those given by name replacing them; unknown names are errors."""
+    if not own:
+        return given
+    by_name = {spec.name: spec for spec in given}
+    unknown = set(by_name) - {spec.name for spec in own}
+    if unknown:
+        names = ", ".join(spec.name for spec in own)
+        raise UserError(f"{where}: --input names {', '.join(sorted(unknown))}, but the model's inputs are {names}")
+    return tuple(by_name.get(spec.name, spec) for spec in own)

@@ -9,8 +9,8 @@ from conftest import CNN_INPUT
 
 from edgekit.autoselect import candidates, choose, compile_auto, tolerance_for
 from edgekit.errors import UserError
+from edgekit.metrics import Evaluation
 from edgekit.passes.quantize_ort import isa_choice
-from edgekit.recipe import Evaluation
 from edgekit.spec import parse_input_spec
 from edgekit.target import load_target
 

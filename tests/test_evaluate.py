@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UserError
-from edgekit.evaluate import compare, load_metric, verdict
-from edgekit.recipe import Evaluation
+from edgekit.evaluate import compare, verdict
+from edgekit.metrics import Evaluation, load_metric
 
 METRIC_FILE = '''
 import numpy as np

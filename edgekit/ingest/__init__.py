@@ -48,15 +48,3 @@ def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = ()) -> Mode
         raise UserError(f"{path}: unknown model kind '{path.suffix or path.name}' (known: {known})")
     module_name, _, function_name = reader.partition(":")
     return getattr(importlib.import_module(module_name), function_name)(path, input_specs)
-
-
-def merge_specs(own: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...], where: str) -> tuple[TensorSpec, ...]:
-    """The model's own input specs with those given by name replacing them; unknown names are errors."""
-    if not own:
-        return given
-    by_name = {spec.name: spec for spec in given}
-    unknown = set(by_name) - {spec.name for spec in own}
-    if unknown:
-        names = ", ".join(spec.name for spec in own)
-        raise UserError(f"{where}: --input names {', '.join(sorted(unknown))}, but the model's inputs are {names}")
-    return tuple(by_name.get(spec.name, spec) for spec in own)

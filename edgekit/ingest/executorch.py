@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.digest import files_sha256
-from edgekit.ingest import merge_specs
 from edgekit.model import Format, Model
-from edgekit.spec import TensorSpec
+from edgekit.spec import TensorSpec, merge_specs
 
 
 def read_executorch(path: Path, input_specs: tuple[TensorSpec, ...] = ()) -> Model:

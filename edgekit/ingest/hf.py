@@ -16,9 +16,8 @@ from typing import Any
 
 from edgekit.digest import file_sha256
 from edgekit.errors import MissingBackend, UserError
-from edgekit.ingest import merge_specs
 from edgekit.model import Format, Model
-from edgekit.spec import TensorSpec
+from edgekit.spec import TensorSpec, merge_specs
 
 EXAMPLE_TEXT = ("edgekit compiles a trained model for an edge device.", "A short sentence.")
 POOLING_MODES = ("mean", "cls", "max")

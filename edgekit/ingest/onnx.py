@@ -7,9 +7,8 @@ from pathlib import Path
 
 from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, UserError
-from edgekit.ingest import merge_specs
 from edgekit.model import Format, Model
-from edgekit.spec import TensorSpec
+from edgekit.spec import TensorSpec, merge_specs
 
 # ONNX TensorProto element type → numpy dtype name
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}

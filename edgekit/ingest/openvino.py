@@ -6,9 +6,8 @@ from pathlib import Path
 
 from edgekit.digest import files_sha256
 from edgekit.errors import UserError
-from edgekit.ingest import merge_specs
 from edgekit.model import Format, Model
-from edgekit.spec import TensorSpec
+from edgekit.spec import TensorSpec, merge_specs
 
 
 def read_openvino(path: Path, input_specs: tuple[TensorSpec, ...] = ()) -> Model:

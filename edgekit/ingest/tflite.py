@@ -8,9 +8,8 @@ import numpy as np
 
 from edgekit.digest import files_sha256
 from edgekit.errors import UserError
-from edgekit.ingest import merge_specs
 from edgekit.model import Format, Model
-from edgekit.spec import TensorSpec
+from edgekit.spec import TensorSpec, merge_specs
 
 
 def read_tflite(path: Path, input_specs: tuple[TensorSpec, ...] = ()) -> Model:

@@ -13,8 +13,8 @@ import numpy as np
 from edgekit.errors import FidelityError
 from edgekit.evaluate import Verdict, collect, compare, runner_for, verdict
 from edgekit.ingest.onnx import load_graph, onnx_files
+from edgekit.metrics import Evaluation
 from edgekit.model import Model
-from edgekit.recipe import Evaluation
 
 if TYPE_CHECKING:
     from edgekit.target import Target

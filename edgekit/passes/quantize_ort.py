@@ -178,8 +178,8 @@ class QuantizeStatic(Pass):
 
         if config.max_drop is None:
             return _result(model, quantize((), None), choice)
+        from edgekit.metrics import Evaluation
         from edgekit.passes.fallback import Scorer, within_tolerance
-        from edgekit.recipe import Evaluation
 
         data = ctx.evaluation or ctx.calibration
         scorer = Scorer.of(model, list(data.feeds(config.eval_samples)),
