@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.zoo import CACHE, MODELS, ZooModel  # noqa: E402
 
 RECIPES = ("fp32", "int8", "auto")
-CELL_TIMEOUT_S = 1800
+CELL_TIMEOUT_S = 3600  # ExecuTorch lowers the Khmer CRNN (unrolled BiLSTM) in ~23 min on a quiet 2-core EPYC
 TASK_BAR = 0.01  # a package keeps the task when its score is within this of the source's own (1.0 for agreement metrics)
 
 
