@@ -281,7 +281,11 @@ def _setup(model: ZooModel, threads: int, work: Path) -> Setup:
                  _feeds(model.calib, names, ranks), threads, work, module=ingested.module)
 
 
+SETTLE_S = 0.1  # idle before each contender's batch: the previous runtime's worker threads stop spinning
+
+
 def _time(run: Runner, feed: Feed, warmup: int, runs: int) -> list[float]:
+    time.sleep(SETTLE_S)  # with nine runtimes in one process, a 1.3 ms LiteRT model timed 25% slower right after others
     for _ in range(warmup):
         run(feed)
     times = []
