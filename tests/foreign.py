@@ -44,6 +44,14 @@ def opset11_classifier(path: Path, classes: int = 5) -> Path:
     return path
 
 
+def classifier_with_images(folder: Path, count: int, height: int, width: int) -> tuple[Path, Path, np.ndarray]:
+    """The opset-11 classifier in `folder` and `count` seeded images [count, 1, 3, height, width] saved beside it."""
+    path = opset11_classifier(folder / "classifier.onnx")
+    images = np.random.default_rng(0).random((count, 1, 3, height, width), dtype=np.float32)
+    np.savez(folder / "images.npz", x=images)
+    return path, folder / "images.npz", images
+
+
 def stateful_vad(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper

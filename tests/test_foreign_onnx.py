@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from foreign import RATE, opset11_classifier, stateful_vad, vad_stream
+from foreign import RATE, classifier_with_images, stateful_vad, vad_stream
 
 from edgekit import compiler
 from edgekit.errors import PassFailed
@@ -18,11 +18,7 @@ from edgekit.spec import parse_input_spec
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("foreign")
-    path = opset11_classifier(folder / "classifier.onnx")
-    images = np.random.default_rng(0).random((24, 1, 3, 48, 192), dtype=np.float32)
-    np.savez(folder / "images.npz", x=images)
-    return path, folder / "images.npz", images
+    return classifier_with_images(tmp_path_factory.mktemp("foreign"), 24, 48, 192)
 
 
 @pytest.fixture(scope="module")

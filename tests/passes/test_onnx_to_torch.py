@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foreign import opset11_classifier
+from foreign import classifier_with_images
 
 from edgekit import compiler
 from edgekit.errors import UnsupportedOnTarget
@@ -192,11 +192,7 @@ def test_every_op_builder_has_a_case():
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("foreign")
-    path = opset11_classifier(folder / "classifier.onnx")
-    images = np.random.default_rng(0).random((16, 1, 3, 24, 40), dtype=np.float32)
-    np.savez(folder / "images.npz", x=images)
-    return path, folder / "images.npz", images
+    return classifier_with_images(tmp_path_factory.mktemp("foreign"), 16, 24, 40)
 
 
 def _reference(path, images):
