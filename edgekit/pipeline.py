@@ -24,8 +24,9 @@ from edgekit.spec import TensorSpec
 from edgekit.target import Target
 
 Origin = Literal["recipe", "inserted", "lowering"]
-VERSIONED_LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "nncf",
-                       "litert-torch", "ai-edge-quantizer", "executorch", "torch-pruning", "neural-compressor")
+VERSIONED_LIBRARIES = ("torch", "torchao", "onnx", "onnxruntime", "onnxslim", "onnxscript", "onnxconverter-common",
+                       "openvino", "nncf", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tflite2onnx",
+                       "executorch", "torch-pruning", "neural-compressor", "transformers", "tensorrt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +187,11 @@ def cache_key(model: Model, step: PlannedStep, chosen: Pass, ctx: Context) -> st
     calibration = ctx.calibration.content_hash() if chosen.uses_calibration and ctx.calibration else None
     evaluation = ctx.evaluation.content_hash() if chosen.uses_evaluation and ctx.evaluation else None
     isa = (ctx.target.instruction_set if ctx.target else resolve_isa("host")).name if chosen.uses_isa else None
+    target = {name: getattr(ctx.target, name) for name in chosen.uses_target} if ctx.target else None
     return data_sha256({
         "input": model.content_hash, "pass": chosen.name, "version": chosen.version,
         "config": to_dict(step.step.config), "calibration": calibration, "evaluation": evaluation, "isa": isa,
+        "target": target,
         "libraries": library_versions(),
         "inputs": [s.to_dict() for s in model.inputs],
     })

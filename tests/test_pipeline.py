@@ -134,3 +134,23 @@ def test_fidelity_check_stops_a_step_that_changes_the_outputs(cnn_onnx, tmp_path
     assert same.details["fidelity"]["max_rel"] == 0.0
     with pytest.raises(FidelityError, match=r"step 'optimize-onnx' changed the outputs by .* over its tolerance 1e-04"):
         check.after_step(step, source, drifted, StepRecord("optimize-onnx", "recipe", 0.0, False, None))
+
+
+def test_a_target_field_a_pass_declares_joins_its_cache_key(cnn_source, cnn_data, tmp_path, cache_dir):
+    """quantize-nncf picks NNCF's target device from the target's `device`: two targets that differ only there must
+    not share its cached output (they did: the key held no target field)."""
+    import yaml
+
+    from edgekit.catalog import resolve
+
+    builtin = yaml.safe_load(resolve("targets", "cpu-openvino").read_text())
+    variants = {}
+    for device in ("cpu", "gpu"):  # the runtime options keep OpenVINO on the CPU, so both compile and run here
+        path = tmp_path / f"openvino-as-{device}.yaml"
+        path.write_text(yaml.safe_dump({**builtin, "name": f"openvino-as-{device}", "device": device}))
+        variants[device] = path
+    first = compile(cnn_source, variants["cpu"], tmp_path / "a", "int8-nncf", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
+    second = compile(cnn_source, variants["gpu"], tmp_path / "b", "int8-nncf", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
+    cached = {r.pass_name: r.cached for r in second.records}
+    assert [r.cached for r in first.records] == [False] * len(first.records)
+    assert cached["convert-openvino"] is True and cached["quantize-nncf"] is False

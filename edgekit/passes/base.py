@@ -39,6 +39,7 @@ class Pass:
     uses_evaluation: ClassVar[bool] = False  # its output may depend on ctx.evaluation (accuracy-aware choices)
     min_opset: ClassVar[int] = 0  # an ONNX model below it is upgraded first (upgrade-onnx-opset)
     uses_isa: ClassVar[bool] = False  # its output depends on the target's instruction set (kernel-specific choices)
+    uses_target: ClassVar[tuple[str, ...]] = ()  # Target fields its output depends on (they join the cache key)
 
     def run(self, model: Model, config: Any, ctx: Context) -> Model:
         raise NotImplementedError

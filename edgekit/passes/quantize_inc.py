@@ -81,6 +81,7 @@ class QuantizeInc(Pass):
     Config = QuantizeIncConfig
     uses_calibration = True
     uses_evaluation = True
+    uses_target = ("format",)  # weight-only methods refuse (or export dequantized) for file-format targets
 
     def run(self, model: Model, config: QuantizeIncConfig, ctx: Context) -> Model:
         _check_target(config, ctx)

@@ -58,6 +58,7 @@ class QuantizeNncf(Pass):
     Config = QuantizeNncfConfig
     uses_calibration = True
     uses_evaluation = True
+    uses_target = ("device", "runtime", "options")  # NNCF's target device; accuracy control compiles with the options
 
     def run(self, model: Model, config: QuantizeNncfConfig, ctx: Context) -> Model:
         nncf = _nncf()
