@@ -103,14 +103,21 @@ def test_an_op_tflite2onnx_lacks_is_one_clear_refusal(tflite_source, source_data
 
 
 def _outputs_match_litert(package: Path, tflite: Path, images: np.ndarray) -> None:
+    """Each image's first output from the package within fp32 tolerance of LiteRT's: 1e-4, or what the model's own
+    fp32 rounding noise allows two fp32 runtimes (measured here, so the bound holds on any CPU's kernels)."""
+    from edgekit.conditioning import float_noise
+    from edgekit.evaluate import NOISE_MARGIN
     from edgekit.runtime import load
 
     session = load(package)
-    (spec,) = ingest(tflite).inputs
-    for image in images:
-        got = next(iter(session.run({spec.name: image[None]}).values()))
-        want = run_litert(tflite, image[None])
-        assert np.abs(got - want).max() <= FP32_RTOL * np.abs(want).max()
+    source = ingest(tflite)
+    (spec,) = source.inputs
+    feeds = [{spec.name: image[None]} for image in images]
+    tolerance = max(FP32_RTOL, NOISE_MARGIN * (float_noise(source, feeds) or 0.0))
+    for feed in feeds:
+        got = next(iter(session.run(feed).values()))
+        want = run_litert(tflite, feed[spec.name])
+        assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
 
 
 def test_hard_swish_is_spelled_in_ops_tflite2onnx_has(tflite_source, source_data, tmp_path):
