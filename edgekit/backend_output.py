@@ -27,20 +27,26 @@ def _is_terminal_fd(stream, fd: int) -> bool:
 def to_log(path: Path) -> Iterator[Path | None]:
     """Descriptors 1 and 2 into `path` (written afresh) while inside; edgekit's consoles keep the real ones.
 
-    Yields the log's path, or None where stdout/stderr are not descriptors 1/2 (nothing is redirected)."""
+    Yields the log's path, or None (nothing redirected) where stdout/stderr are not descriptors 1/2 or the log
+    cannot be written."""
     from edgekit import console
 
     if not (_is_terminal_fd(sys.stdout, 1) and _is_terminal_fd(sys.stderr, 2)):
         yield None
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "wb", buffering=0)  # closed below, once the descriptors are restored
+    except OSError:  # an unwritable cache folder: the backends' output stays on the screen
+        yield None
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     real = {fd: os.fdopen(os.dup(saved[fd]), "w", buffering=1, encoding="utf-8", errors="replace") for fd in (1, 2)}
     previous = (console.out.file, console.err.file)
     console.out.file, console.err.file = real[1], real[2]
-    with open(path, "wb", buffering=0) as log:
+    with log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
