@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError, gist
 from edgekit.metrics import BUILTIN_METRICS, Evaluation, MetricFunction, load_metric
 from edgekit.model import Format, Model
+from edgekit.runtime import BACKENDS
 
 if TYPE_CHECKING:
     from edgekit.target import Target
@@ -18,10 +19,7 @@ if TYPE_CHECKING:
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 # which runtime backend runs a model file of each format
-RUNTIME_OF_FORMAT = {Format.ONNX: "onnxruntime", Format.OPENVINO: "openvino"}
-RUNTIME_OF_FORMAT[Format.TENSORRT] = "tensorrt"
-RUNTIME_OF_FORMAT[Format.TFLITE] = "tflite"
-RUNTIME_OF_FORMAT[Format.EXECUTORCH] = "executorch"
+RUNTIME_OF_FORMAT = {Format(backend.format): name for name, backend in BACKENDS.items()}
 
 
 def runner_for(model: Model, threads: int | None = None, target: Target | None = None) -> Runner:

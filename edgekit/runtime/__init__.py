@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,25 @@ from edgekit.package import read_package
 from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
 
-# runtime name → "module:SessionClass"; each module also defines probe(options), PACKAGE and EXTRA
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "edgekit.runtime.onnxruntime:OrtSession",
-    "tensorrt": "edgekit.runtime.tensorrt:TensorrtSession",
-    "openvino": "edgekit.runtime.openvino:OpenvinoSession",
-    "tflite": "edgekit.runtime.tflite:TfliteSession",
-    "executorch": "edgekit.runtime.executorch:ExecutorchSession",
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A runtime backend: its Session class ("module:Class") and the model format (edgekit.model.Format value) it opens.
+    The module also defines Options, probe(options), PACKAGE and EXTRA."""
+
+    session: str
+    format: str
+
+
+BACKENDS: dict[str, Backend] = {
+    "onnxruntime": Backend("edgekit.runtime.onnxruntime:OrtSession", "onnx"),
+    "tensorrt": Backend("edgekit.runtime.tensorrt:TensorrtSession", "tensorrt"),
+    "openvino": Backend("edgekit.runtime.openvino:OpenvinoSession", "openvino"),
+    "tflite": Backend("edgekit.runtime.tflite:TfliteSession", "tflite"),
+    "executorch": Backend("edgekit.runtime.executorch:ExecutorchSession", "executorch"),
 }
 
-__all__ = ["BACKENDS", "Session", "backend_module", "load", "open_model"]
+__all__ = ["BACKENDS", "Backend", "Session", "backend_module", "load", "open_model"]
 
 
 def load(path: str | Path, threads: int | None = None, verify: bool = True) -> Session:
@@ -42,7 +52,7 @@ def open_model(runtime: str, files: tuple[Path, ...], inputs: tuple[TensorSpec, 
                outputs: tuple[TensorSpec, ...], options: dict[str, Any] | None = None,
                threads: int | None = None) -> Session:
     """A Session over model files without a package (used for references and benchmarks)."""
-    session_class = getattr(backend_module(runtime), BACKENDS[runtime].partition(":")[2])
+    session_class = getattr(backend_module(runtime), BACKENDS[runtime].session.partition(":")[2])
     return session_class(files, inputs, outputs, options or {}, threads)
 
 
@@ -57,4 +67,4 @@ def backend_module(runtime: str):
     """The module of a runtime backend (cheap: backends import their runtime lazily)."""
     if runtime not in BACKENDS:
         raise UserError(f"unknown runtime '{runtime}' (known: {', '.join(BACKENDS)})")
-    return importlib.import_module(BACKENDS[runtime].partition(":")[0])
+    return importlib.import_module(BACKENDS[runtime].session.partition(":")[0])
