@@ -227,15 +227,39 @@ def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
     return model, records
 
 
+class TargetReads:
+    """The target as a pass sees it: every attribute read is recorded, so an undeclared one is caught."""
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "reads", set())
+
+    def __getattr__(self, name: str) -> Any:
+        self.reads.add(name)
+        return getattr(self._target, name)
+
+
+def allowed_target_reads(chosen: Pass) -> set[str]:
+    """What a pass may read of its target: what it declares, the ISA when it uses it, its name (for messages) and
+    whether it runs here (this machine's cache holds this machine's answers)."""
+    return {*chosen.uses_target, "name", "availability", *(("instruction_set", "isa") if chosen.uses_isa else ())}
+
+
 def _run_step(chosen: Pass, step: PlannedStep, model: Model, ctx: Context, checkpoints: Path | None) -> Model:
-    step_ctx = Context(Path(tempfile.mkdtemp(prefix=f"{chosen.name}-", dir=ctx.work_dir)), ctx.target,
+    target = TargetReads(ctx.target) if ctx.target is not None else None
+    step_ctx = Context(Path(tempfile.mkdtemp(prefix=f"{chosen.name}-", dir=ctx.work_dir)), target,  # type: ignore[arg-type]
                        ctx.calibration, ctx.evaluation, ctx.logger, ctx.progress, ctx.source, checkpoints)
     try:
-        return chosen.run(model, step.step.config, step_ctx)
+        result = chosen.run(model, step.step.config, step_ctx)
     except EdgekitError:
         raise
     except Exception as error:
         raise PassFailed(chosen.name, error) from error
+    undeclared = sorted(target.reads - allowed_target_reads(chosen)) if target is not None else []
+    if undeclared:  # a bug in the pass: its cached output would be reused for targets that differ there
+        raise PassFailed(chosen.name, TypeError(f"it read target field(s) {', '.join(undeclared)} that its uses_target "
+                                                "does not declare (the step cache would mix targets)"))
+    return result
 
 
 def _model_record(model: Model, root: Path) -> dict:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit import compiler
-from edgekit.errors import UserError
+from edgekit.errors import PassFailed, UserError
 from edgekit.passes.base import get_pass, pass_names
 from edgekit.runtime import load
 
@@ -75,3 +75,44 @@ def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"pass 'optimize-onnx' is registered twice: edgekit.passes.optimize:OptimizeOnnx "
                                         r"and clashing_plugin:Other"):
         pass_names()
+
+
+PEEKING = '''
+from edgekit.model import Format
+from edgekit.passes.base import Pass
+
+
+class Peek(Pass):
+    """Reads its target's options without declaring them: a stale-cache bug."""
+
+    name = "peek-target"
+    accepts = frozenset({Format.ONNX})
+    produces = Format.ONNX
+
+    def run(self, model, config, ctx):
+        ctx.target.options.get("providers")
+        return model
+
+
+class DeclaredPeek(Peek):
+    name = "declared-peek-target"
+    uses_target = ("options",)
+'''
+
+
+def test_a_pass_that_reads_an_undeclared_target_field_fails_naming_it(tmp_path, monkeypatch, cnn_onnx):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "peeking_plugin.py").write_text(PEEKING)
+    (site / "peeking_plugin-0.1.dist-info").mkdir()
+    (site / "peeking_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: peeking_plugin\nVersion: 0.1\n")
+    (site / "peeking_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[edgekit.passes]\npeek-target = peeking_plugin:Peek\ndeclared-peek-target = peeking_plugin:DeclaredPeek\n")
+    monkeypatch.syspath_prepend(str(site))
+    for name in ("peek-target", "declared-peek-target"):
+        (tmp_path / f"{name}.yaml").write_text(f"steps:\n  - pass: {name}\n")
+    with pytest.raises(PassFailed, match=r"^step 'peek-target' failed: TypeError: it read target field\(s\) options that its "
+                                         r"uses_target does not declare"):
+        compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "a", tmp_path / "peek-target.yaml", bench_runs=2)
+    declared = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "b", tmp_path / "declared-peek-target.yaml", bench_runs=2)
+    assert ("declared-peek-target", "recipe") in [(s["pass"], s["origin"]) for s in declared.manifest["steps"]]

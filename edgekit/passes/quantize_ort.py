@@ -156,7 +156,7 @@ class QuantizeStatic(Pass):
     uses_calibration = True
     uses_evaluation = True
     uses_isa = True
-    uses_target = ("runtime", "options")  # the accuracy-aware fallback scores candidates as the target runs them
+    uses_target = ("format", "runtime", "options")  # the accuracy-aware fallback scores candidates as the target runs them
     min_opset = 13  # per-channel QDQ: DequantizeLinear `axis` exists from opset 13
 
     def run(self, model: Model, config: QuantizeStaticConfig, ctx: Context) -> Model:
