@@ -41,20 +41,21 @@ class Halve(Pass):
 '''
 
 
-def _install(site, name: str, entry: str) -> None:
-    """A distribution on sys.path as pip leaves one: its module, METADATA and entry_points.txt."""
+def _install(tmp_path, monkeypatch, name: str, source: str | None, *entries: str) -> None:
+    """A distribution on sys.path as pip leaves one: its module (when `source` is given), METADATA and
+    entry_points.txt naming `entries` in the edgekit.passes group."""
+    site = tmp_path / "site"
     info = site / f"{name}-0.1.dist-info"
-    info.mkdir()
+    info.mkdir(parents=True)
+    if source is not None:
+        (site / f"{name}.py").write_text(source)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[edgekit.passes]\n{entry}\n")
+    (info / "entry_points.txt").write_text("[edgekit.passes]\n" + "".join(f"{entry}\n" for entry in entries))
+    monkeypatch.syspath_prepend(str(site))
 
 
 def test_a_plugin_pass_is_found_and_runs_in_a_recipe(tmp_path, monkeypatch, cnn_onnx, cnn_data):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "halving_plugin.py").write_text(PLUGIN)
-    _install(site, "halving_plugin", "halve-output = halving_plugin:Halve")
-    monkeypatch.syspath_prepend(str(site))
+    _install(tmp_path, monkeypatch, "halving_plugin", PLUGIN, "halve-output = halving_plugin:Halve")
     assert "halve-output" in pass_names() and get_pass("halve-output").name == "halve-output"
     recipe = tmp_path / "halved.yaml"
     recipe.write_text("steps:\n  - pass: halve-output\n")
@@ -68,10 +69,7 @@ def test_a_plugin_pass_is_found_and_runs_in_a_recipe(tmp_path, monkeypatch, cnn_
 
 
 def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    _install(site, "clashing_plugin", "optimize-onnx = clashing_plugin:Other")
-    monkeypatch.syspath_prepend(str(site))
+    _install(tmp_path, monkeypatch, "clashing_plugin", None, "optimize-onnx = clashing_plugin:Other")
     with pytest.raises(UserError, match=r"pass 'optimize-onnx' is registered twice: edgekit.passes.optimize:OptimizeOnnx "
                                         r"and clashing_plugin:Other"):
         pass_names()
@@ -101,14 +99,8 @@ class DeclaredPeek(Peek):
 
 
 def test_a_pass_that_reads_an_undeclared_target_field_fails_naming_it(tmp_path, monkeypatch, cnn_onnx):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "peeking_plugin.py").write_text(PEEKING)
-    (site / "peeking_plugin-0.1.dist-info").mkdir()
-    (site / "peeking_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: peeking_plugin\nVersion: 0.1\n")
-    (site / "peeking_plugin-0.1.dist-info" / "entry_points.txt").write_text(
-        "[edgekit.passes]\npeek-target = peeking_plugin:Peek\ndeclared-peek-target = peeking_plugin:DeclaredPeek\n")
-    monkeypatch.syspath_prepend(str(site))
+    _install(tmp_path, monkeypatch, "peeking_plugin", PEEKING, "peek-target = peeking_plugin:Peek",
+             "declared-peek-target = peeking_plugin:DeclaredPeek")
     for name in ("peek-target", "declared-peek-target"):
         (tmp_path / f"{name}.yaml").write_text(f"steps:\n  - pass: {name}\n")
     with pytest.raises(PassFailed, match=r"^step 'peek-target' failed: TypeError: it read target field\(s\) options that its "
