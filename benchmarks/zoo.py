@@ -53,11 +53,8 @@ def cell_path(model: str, target: str) -> Path:
 
 
 def int8_candidate(target: str, names: list[str]) -> str | None:
-    """The auto candidate that is the target's own int8 recipe (`--recipe int8`): itself, or its minmax variant."""
-    from edgekit.target import load_target
-
-    recipe = load_target(target).recipes.get("int8")
-    return next((name for name in (recipe, f"{recipe}-minmax") if name in names), None)
+    """The auto candidate that `--recipe int8` compiles: the target's int8/static quantize entry."""
+    return "int8-static" if "int8-static" in names else None
 
 
 def run_target(model_name: str, target: str, threads: int, runs: int) -> list[dict]:

@@ -12,17 +12,16 @@ from typing import Any
 from edgekit.build import CompileResult, build_package
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
+from edgekit.intent import QuantizeIntent, lower_intent
 from edgekit.metrics import Evaluation
-from edgekit.model import Format
 from edgekit.package import Staging, read_package
-from edgekit.passes.quantize_ort import isa_choice
+from edgekit.passes.base import get_pass
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
 # the tolerance when the user gives none: top-1 may drop by one point, cosine must stay ≥ 0.99
 DEFAULT_MAX_DROP = {"top1": 0.01, "cosine": 0.01}
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 FIDELITY_KEYS = ("samples", "cosine_mean", "cosine_min", "max_abs", "mse", "top1_agreement", "accuracy",
                  "reference_accuracy", "custom")
 
@@ -34,75 +33,52 @@ class Candidate:
     name: str
     recipe: Recipe | None
     skipped: str = ""
+    transformer_only: bool = False  # tried only when the fp32 graph is MatMul-heavy
 
 
-def candidates(target: Target, source_format: Format | None = None) -> list[Candidate]:
-    """The target's recipes (its `recipes:` mapping) plus variants: dynamic int8, each static calibration method,
-    the activation type the ISA does not favour, the target's transformer preset, and bf16 where the ISA runs it.
-
-    int4 weight-only and transformer presets are kept here and judged by `transformer_like` once
-    the fp32 candidate shows the graph.
-    """
+def candidates(target: Target) -> list[Candidate]:
+    """fp32, then for each precision the target offers: each of its `quantize:` entries (int8/static, int8/dynamic,
+    int4/weight-only …) as an intent, with the variants its quantizer declares (calibration methods, the activation
+    type the ISA does not favour, a transformer preset); a precision without entries by the target's recipe for it
+    (fp16, bf16 where the ISA runs it natively). int4 and transformer variants are judged by `transformer_like` once
+    the fp32 candidate shows the graph."""
     found: dict[str, Candidate] = {}
-    expanded: set[str] = set()  # recipes tried as their calibration variants
     isa = target.instruction_set
 
-    def add(name: str, recipe: Recipe | None, skipped: str = "") -> None:
-        found.setdefault(name, Candidate(name, recipe, skipped))
+    def add(candidate: Candidate) -> None:
+        found.setdefault(candidate.name, candidate)
 
     for precision in ("fp32", *[p for p in target.precisions if p != "fp32"]):
-        name = target.recipes.get(precision, precision if precision == "fp32" else None)
-        if name is None:
+        entries = [key for key in target.quantize if key.startswith(f"{precision}/")]
+        for key in entries:
+            recipe = _intent_recipe(QuantizeIntent(precision, key.partition("/")[2]))  # type: ignore[arg-type]
+            add(Candidate(recipe.name, recipe, transformer_only=precision == "int4"))
+            *prepare, last = lower_intent(recipe.steps[0], target)[0]  # type: ignore[arg-type]
+            for variant in get_pass(last.pass_name).variants(last.config, isa):
+                name = f"{recipe.name}-{variant.suffix}"
+                steps = (*prepare, replace(last, config=variant.config))
+                add(Candidate(name, replace(recipe, name=name, steps=steps),
+                              transformer_only=precision == "int4" or variant.transformer_only))
+        name = target.recipes.get(precision, "fp32" if precision == "fp32" else None)
+        if entries or name is None:
             continue
         recipe = load_recipe(name)
         if precision == "bf16" and not isa.bf16:
-            add(recipe.name, None, f"ISA {isa.name} has no native bf16")
-            continue
-        static = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-static"), None)
-        if static is not None:
-            expanded.add(recipe.name)
-            for method in CALIBRATION_METHODS:
-                add(f"{recipe.name}-{method}", _with_static(recipe, static, f"{recipe.name}-{method}", calibrate_method=method))
-            other = "int8" if isa_choice(isa)["activation_type"] == "uint8" else "uint8"
-            variant = f"{recipe.name}-minmax-{'s8' if other == 'int8' else 'u8'}"
-            add(variant, _with_static(recipe, static, variant, calibrate_method="minmax", activation_type=other))
+            add(Candidate(recipe.name, None, f"ISA {isa.name} has no native bf16"))
         else:
-            add(recipe.name, recipe)
-        if precision == "int8" and target.format.value == "onnx":
-            add("int8-dynamic", load_recipe("int8-dynamic"))
-        if precision == "int8" and target.runtime == "openvino":
-            add("int8-nncf-transformer", load_recipe("int8-nncf-transformer"))
-        tflite_step = next((i for i, step in enumerate(recipe.steps) if step.pass_name == "quantize-tflite"), None)
-        # LiteRT's quantizer on a .tflite source: integer kernels may not pay there, so weight-only and dynamic too
-        if tflite_step is not None and recipe.steps[tflite_step].config.mode == "int8":
-            for scheme in TFLITE_SCHEMES:
-                name = f"{recipe.name}-{scheme}"
-                if source_format is Format.TFLITE:
-                    steps = list(recipe.steps)
-                    steps[tflite_step] = replace(steps[tflite_step], config=replace(steps[tflite_step].config, scheme=scheme))
-                    add(name, replace(recipe, name=name, steps=tuple(steps)))
-                else:
-                    add(name, None, f"scheme {scheme} quantizes .tflite sources only")
-    for name in target.recipes.values():
-        recipe = load_recipe(name)
-        if recipe.name not in expanded:
-            add(recipe.name, recipe)
+            add(Candidate(recipe.name, recipe))
     return list(found.values())
 
 
-def _with_static(recipe: Recipe, index: int, name: str, **changes: Any) -> Recipe:
-    """`recipe` renamed, its quantize-static step (at `index`) with `changes` to its config."""
-    steps = list(recipe.steps)
-    steps[index] = replace(steps[index], config=replace(steps[index].config, **changes))
-    return replace(recipe, name=name, steps=tuple(steps))
-
-
-TFLITE_SCHEMES = ("weight-only", "dynamic")
-TRANSFORMER_ONLY = ("int4", "int8-nncf-transformer")  # candidates tried only on MatMul-heavy graphs
+def _intent_recipe(intent: QuantizeIntent) -> Recipe:
+    name = f"{intent.precision}-{intent.scheme}"
+    return Recipe(name, (intent,), intent.precision, f"{intent.precision} {intent.scheme}, the target's way",
+                  source="auto")
 
 
 def transformer_like(package: Path) -> tuple[bool, str]:
-    """Whether a compiled ONNX or OpenVINO graph is MatMul-heavy (weight-only int4 pays off), with the counts."""
+    """Whether a compiled graph is MatMul-heavy (int4 weights pay off), with the counts; a .pte is not inspected
+    (its ops sit inside XNNPACK's blob), so its int4 candidate is tried, and refused when it has no Linear to take."""
     main = read_package(package, verify=False).main_file
     if main.suffix == ".onnx":
         from edgekit.ingest.onnx import load_graph
@@ -112,9 +88,15 @@ def transformer_like(package: Path) -> tuple[bool, str]:
         from edgekit.runtime.openvino import core
 
         ops = [op.get_type_name() for op in core().read_model(str(main)).get_ordered_ops()]
+    elif main.suffix == ".tflite":
+        from edgekit.runtime.tflite import interpreter_class
+
+        details = interpreter_class()(model_path=str(main))._get_ops_details()  # noqa: SLF001 - LiteRT's only op list
+        ops = [op["op_name"] for op in details]
     else:
-        return False, f"not an ONNX or OpenVINO graph ({main.suffix})"
-    matmuls, convs = ops.count("MatMul"), ops.count("Conv") + ops.count("Gemm") + ops.count("Convolution")
+        return True, f"{main.suffix} graph not inspected"
+    matmuls = sum(ops.count(kind) for kind in ("MatMul", "FULLY_CONNECTED", "BATCH_MATMUL"))
+    convs = sum(ops.count(kind) for kind in ("Conv", "Gemm", "Convolution", "CONV_2D", "DEPTHWISE_CONV_2D"))
     return matmuls >= 2 and matmuls > convs, f"{matmuls} MatMul vs {convs} Conv/Gemm"
 
 
@@ -172,14 +154,12 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
     results: dict[str, Any] = {}
     records: list[dict] = []
     try:
-        from edgekit.ingest import ingest
-
-        for candidate in candidates(chosen_target, ingest(source, inputs).format):
+        for candidate in candidates(chosen_target):
             recipe = candidate.recipe
             if recipe is None:
                 records.append(_record(candidate, "skipped", candidate.skipped))
                 continue
-            if (recipe.precision in TRANSFORMER_ONLY or recipe.name in TRANSFORMER_ONLY) and records:
+            if candidate.transformer_only and records:
                 fp32 = next((results[r["name"]] for r in records if r["status"] == "ok" and r["precision"] == "fp32"), None)
                 suited, why = transformer_like(fp32.package) if fp32 else (False, "no fp32 candidate to inspect")
                 if not suited:

@@ -190,9 +190,17 @@ def show_recipes(rows: list[dict]) -> None:
     for column in ("name", "precision", "steps", "description"):
         table.add_column(column)
     for row in rows:
-        steps = " → ".join(step["pass"] for step in row["steps"])
+        steps = " → ".join(_step_label(step) for step in row["steps"])
         table.add_row(row["name"], row["precision"], steps, row["description"].strip())
     out.print(table)
+
+
+def _step_label(step: dict) -> str:
+    """A recipe step as the listing shows it: the pass, or the intent (`quantize int8/static`) a target lowers."""
+    if "quantize" in step:
+        intent = step["quantize"]
+        return f"quantize {intent['precision']}" + (f"/{intent['scheme']}" if "scheme" in intent else "")
+    return step["pass"]
 
 
 def show_demo(rows: list[dict]) -> None:

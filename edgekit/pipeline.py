@@ -15,10 +15,11 @@ from typing import Any, Literal, Protocol
 from edgekit import __version__
 from edgekit.digest import data_sha256
 from edgekit.errors import EdgekitError, PassFailed, UnsupportedOnTarget
+from edgekit.intent import QuantizeIntent, lower_intent
 from edgekit.isa import resolve_isa
 from edgekit.model import Format, Model
-from edgekit.passes.base import Context, Pass, conversions, get_pass
-from edgekit.recipe import Recipe, Step
+from edgekit.passes.base import Context, Pass, Step, conversions, get_pass
+from edgekit.recipe import Recipe
 from edgekit.schema import to_dict
 from edgekit.spec import TensorSpec
 from edgekit.target import Target
@@ -69,10 +70,11 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
         _require_static(model.inputs, target)
     steps: list[PlannedStep] = []
     current = model.format
-    recipe_passes = {step.pass_name for step in recipe.steps}
-    lowering = [step for step in target.lowering if step.pass_name not in recipe_passes]
-    steps += _opset_upgrade(model, [*recipe.steps, *lowering], target)
-    for origin, step in [("recipe", s) for s in recipe.steps] + [("lowering", s) for s in lowering]:
+    recipe_steps = lowered_steps(recipe, target)
+    recipe_passes = {step.pass_name for step, _ in recipe_steps}
+    lowering = [(step, "") for step in target.lowering if step.pass_name not in recipe_passes]
+    steps += _opset_upgrade(model, [step for step, _ in [*recipe_steps, *lowering]], target)
+    for origin, (step, reason) in [("recipe", s) for s in recipe_steps] + [("lowering", s) for s in lowering]:
         chosen = get_pass(step.pass_name)
         if current not in chosen.accepts:
             wanted = ", ".join(sorted(f.value for f in chosen.accepts))
@@ -80,11 +82,23 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
                      else f"lowering step '{step.pass_name}' of target {target.name}")
             steps += _conversion_steps(current, chosen.accepts, f"{where} takes {wanted}")
             current = steps[-1].produces
-        steps.append(PlannedStep(step, origin, current, chosen.produces))
+        steps.append(PlannedStep(step, origin, current, chosen.produces, reason))
         current = chosen.produces
     if current is not target.format:
         steps += _conversion_steps(current, frozenset({target.format}), f"target {target.name} runs {target.format.value}")
     return Plan(model.format, target, recipe, tuple(steps))
+
+
+def lowered_steps(recipe: Recipe, target: Target) -> list[tuple[Step, str]]:
+    """The recipe's steps with each quantize intent replaced by the target's steps for it (and why they are there)."""
+    steps: list[tuple[Step, str]] = []
+    for step in recipe.steps:
+        if isinstance(step, QuantizeIntent):
+            lowered, key = lower_intent(step, target)
+            steps += [(concrete, f"quantize {key} on {target.name}") for concrete in lowered]
+        else:
+            steps.append((step, ""))
+    return steps
 
 
 def _opset_upgrade(model: Model, planned: list[Step], target: Target) -> list[PlannedStep]:

@@ -8,20 +8,10 @@ from typing import Any
 
 from edgekit.catalog import read_yaml, resolve
 from edgekit.errors import UserError
+from edgekit.intent import QuantizeIntent, parse_intent
 from edgekit.metrics import BUILTIN_METRICS, Evaluation, load_metric
-from edgekit.passes.base import get_pass
+from edgekit.passes.base import Step, get_pass
 from edgekit.schema import build, did_you_mean, to_dict
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One pass invocation: its name and validated Config."""
-
-    pass_name: str
-    config: Any
-
-    def to_dict(self) -> dict:
-        return {"pass": self.pass_name, "with": to_dict(self.config)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +50,7 @@ def parse_evaluation(evaluate: object, tolerance: object, where: str, base: Path
 @dataclass(frozen=True, slots=True)
 class Recipe:
     name: str
-    steps: tuple[Step, ...]
+    steps: tuple[Step | QuantizeIntent, ...]  # an intent is lowered by the target at plan time
     precision: str = "fp32"
     description: str = ""
     evaluation: Evaluation = Evaluation()
@@ -77,10 +67,18 @@ class Recipe:
 RECIPE_KEYS = ("name", "description", "precision", "steps", "evaluate", "tolerance", "runtime")
 
 
+def parse_recipe_step(raw: Any, where: str) -> Step | QuantizeIntent:
+    """A recipe step: a pass (see parse_step) or a quantize intent `{quantize: {precision: int8, ...}}`."""
+    if isinstance(raw, dict) and "quantize" in raw and "pass" not in raw:
+        return parse_intent(raw, where)
+    return parse_step(raw, where)
+
+
 def parse_step(raw: Any, where: str) -> Step:
     """`{pass: NAME, with: {...}}` (or the parameters beside `pass`) → a validated Step."""
     if not isinstance(raw, dict) or "pass" not in raw:
-        raise UserError(f"{where}: expected a mapping with 'pass', got {raw!r}")
+        raise UserError(f"{where}: expected a mapping with 'pass' (a pass to run) or 'quantize' (an intent the target "
+                        f"lowers), got {raw!r}")
     name = raw["pass"]
     params = raw.get("with", {k: v for k, v in raw.items() if k != "pass"})
     if "with" in raw and len(raw) > 2:
@@ -102,7 +100,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     raw_steps = data.get("steps") or []
     if not isinstance(raw_steps, list):
         raise UserError(f"recipe {path}: 'steps' must be a list")
-    steps = tuple(parse_step(raw, f"recipe {path}, step {i + 1}") for i, raw in enumerate(raw_steps))
+    steps = tuple(parse_recipe_step(raw, f"recipe {path}, step {i + 1}") for i, raw in enumerate(raw_steps))
     precision = data.get("precision", "fp32")
     if not isinstance(precision, str):
         raise UserError(f"recipe {path}: 'precision' must be a string such as fp32 or int8")

@@ -56,12 +56,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # an optional value: the one type's own message (with its did-you-mean)
+            return _coerce(value, options[0], where)
+        for option in options:
             try:
                 return _coerce(value, option, where)
-            except UserError as error:
-                errors.append(str(error))
+            except UserError:
+                continue
         return _fail(where, value, " or ".join(_type_name(a) for a in args))
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

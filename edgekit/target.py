@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.catalog import builtin_names, read_yaml, resolve
 from edgekit.errors import UserError
+from edgekit.intent import QuantizeIntent
 from edgekit.isa import Isa, resolve_isa
 from edgekit.model import Format
-from edgekit.recipe import Step, parse_step
+from edgekit.passes.base import Step, get_pass
+from edgekit.recipe import parse_step
 from edgekit.runtime import BACKENDS, backend_module, check_options
 from edgekit.schema import build, did_you_mean
 
@@ -32,6 +35,8 @@ class Target:
     options: dict[str, Any] = field(default_factory=dict)
     constraints: Constraints = Constraints()
     lowering: tuple[Step, ...] = ()
+    # `precision/scheme` → the steps that quantize so here; the last is configured from a recipe's intent
+    quantize: dict[str, tuple[Step, ...]] = field(default_factory=dict)
     default_recipe: str = "fp32"
     recipes: dict[str, str] = field(default_factory=dict)  # precision → the recipe that gives it best here
     description: str = ""
@@ -63,7 +68,7 @@ class Target:
 
 
 TARGET_KEYS = ("name", "description", "device", "runtime", "format", "precisions", "options",
-               "constraints", "lowering", "default_recipe", "recipes", "isa")
+               "constraints", "lowering", "quantize", "default_recipe", "recipes", "isa")
 
 
 def load_target(name_or_path: str | Path) -> Target:
@@ -93,11 +98,34 @@ def load_target(name_or_path: str | Path) -> Target:
         name=str(data.get("name", path.stem)), device=device, runtime=data["runtime"], format=target_format,
         precisions=tuple(data["precisions"]), options=options,
         constraints=build(Constraints, data.get("constraints"), f"{where}, constraints"),
-        lowering=lowering, default_recipe=str(data.get("default_recipe", "fp32")),
+        lowering=lowering, quantize=_quantize_entries(data.get("quantize"), where), default_recipe=str(data.get("default_recipe", "fp32")),
         recipes={str(k): str(v) for k, v in (data.get("recipes") or {}).items()},
         description=str(data.get("description", "")), source=str(path),
         isa=isa,
     )
+
+
+def _quantize_entries(raw: Any, where: str) -> dict[str, tuple[Step, ...]]:
+    """The `quantize:` section: `int8/static: [steps]` (or one step); the last step's pass must take intents."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}, quantize: expected a mapping such as int8/static: {{pass: quantize-static}}")
+    hints = typing.get_type_hints(QuantizeIntent)
+    precisions, schemes = typing.get_args(hints["precision"]), typing.get_args(typing.get_args(hints["scheme"])[0])
+    keys = [f"{precision}/{scheme}" for precision in precisions for scheme in schemes]
+    entries = {}
+    for key, steps in raw.items():
+        if key not in keys:
+            raise UserError(f"{where}, quantize: unknown entry '{key}'{did_you_mean(str(key), keys)}; "
+                            f"entries are precision/scheme: {', '.join(keys)}")
+        listed = steps if isinstance(steps, list) else [steps]
+        parsed = tuple(parse_step(step, f"{where}, quantize {key}, step {i + 1}") for i, step in enumerate(listed))
+        if not parsed or not get_pass(parsed[-1].pass_name).takes_intents():
+            raise UserError(f"{where}, quantize {key}: the last step must be a quantizing pass that takes a recipe's "
+                            f"intent, not {parsed[-1].pass_name if parsed else 'nothing'}")
+        entries[str(key)] = parsed
+    return entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,3 +242,21 @@ class FixedLength(nn.Module):
 def fixed_length():
     """Factory for `tests/models.py:fixed_length` (input x [batch, seq, 8]; seq must be 12)."""
     return seeded(FixedLength), (torch.randn(1, 12, 8),)
+
+
+class TokenClassifier(nn.Module):
+    """tokens [batch, 4, 128] → 4 classes: a per-token MLP (MatMul-heavy, 128-wide inputs), mean over tokens, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(128, 256)
+        self.down = nn.Linear(256, 128)
+        self.head = nn.Linear(128, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.down(torch.relu(self.up(tokens))))
+        return self.head(hidden.mean(dim=1))
+
+
+def token_classifier():
+    return seeded(TokenClassifier), (torch.randn(1, 4, 128),)

@@ -27,18 +27,21 @@ def auto_run(tmp_path_factory, cnn_source, cnn_data):
 def test_cpu_ort_candidates_cover_every_method():
     target = load_target("cpu-ort")
     other = "u8" if isa_choice(target.instruction_set)["activation_type"] == "int8" else "s8"  # the ISA's non-default
-    names = [c.name for c in candidates(target)]
-    assert names == ["fp32", "fp16", "int8-static-minmax", "int8-static-percentile", "int8-static-entropy",
-                     f"int8-static-minmax-{other}", "int8-dynamic", "int4-weights"]
-    variant = next(c for c in candidates(target) if c.name.endswith(other)).recipe
+    found = candidates(target)
+    assert [c.name for c in found] == ["fp32", "fp16", "int8-static", "int8-static-percentile", "int8-static-entropy",
+                                       f"int8-static-{other}", "int8-dynamic", "int4-weight-only"]
+    variant = next(c for c in found if c.name.endswith(other)).recipe
     step = next(s for s in variant.steps if s.pass_name == "quantize-static")
     assert step.config.activation_type == ("uint8" if other == "u8" else "int8")
+    assert [c.name for c in found if c.transformer_only] == ["int4-weight-only"]
 
 
 def test_cpu_openvino_candidates_follow_the_isa(tmp_path):
     target = load_target("cpu-openvino")
     rows = {c.name: c for c in candidates(target)}
-    assert "int8-nncf-transformer" in rows  # the target's own transformer preset
+    assert rows["int8-static-transformer"].transformer_only  # NNCF's transformer preset, a variant quantize-nncf declares
+    step = rows["int8-static-transformer"].recipe.steps[-1]
+    assert (step.pass_name, step.config.preset, step.config.model_type) == ("quantize-nncf", "mixed", "transformer")
     if target.instruction_set.bf16:
         assert rows["bf16-openvino"].recipe is not None
     else:
@@ -55,7 +58,7 @@ def test_auto_compiles_measures_and_records_every_candidate(auto_run):
     rows = {row["name"]: row for row in auto["candidates"]}
     assert set(rows) == {c.name for c in candidates(load_target("cpu-ort"))}
     assert auto["tolerance"] == {"metric": "top1", "max_drop": 0.01, "relative": False, "default": True}
-    assert rows["int4-weights"]["status"] == "skipped" and "not transformer-like" in rows["int4-weights"]["reason"]
+    assert rows["int4-weight-only"]["status"] == "skipped" and "not transformer-like" in rows["int4-weight-only"]["reason"]
     measured = [row for row in rows.values() if row["status"] == "ok"]
     assert len(measured) == 7 and all(row["p50_ms"] > 0 and row["size_bytes"] > 0 for row in measured)
     chosen = [row for row in auto["candidates"] if row["chosen"]]
@@ -103,25 +106,24 @@ def test_default_tolerance_and_its_limits():
 def test_a_failing_candidate_is_listed_not_fatal(tmp_path, cnn_source, cnn_data):
     target = tmp_path / "cpu-ort-extra.yaml"
     text = (Path(load_target("cpu-ort").source).read_text()
-            .replace("precisions: [fp32, fp16, int8, int4]", "precisions: [fp32]")
-            .replace("  fp16: fp16\n  int8: int8-static\n  int4: int4-weights\n", "  fp16: fp16-weights\n"))
+            .replace("precisions: [fp32, fp16, int8, int4]", "precisions: [fp32, fp16]")
+            .replace("  fp16: fp16\n", "  fp16: fp16-weights\n"))  # OpenVINO's fp16 recipe: it cannot run on ORT
     target.write_text(text)
     result = compile_auto(cnn_source, target, tmp_path / "pkg", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
                           tmp_path / "cache", bench_runs=2)
     rows = {row["name"]: row for row in result.manifest["auto"]["candidates"]}
     assert rows["fp32"]["chosen"] and rows["fp16-weights"]["status"] == "failed"
-    assert "fp16" in rows["fp16-weights"]["reason"]
+    assert "no conversion leads from openvino to onnx" in rows["fp16-weights"]["reason"]
     shutil.rmtree(tmp_path / "cache")
 
 
-def test_mobile_tflite_candidates_add_litert_schemes_for_tflite_sources():
-    from edgekit.model import Format
-
-    target = load_target("mobile-tflite")
-    for_tflite = {c.name: c for c in candidates(target, Format.TFLITE)}
-    schemes = {name: next(s for s in c.recipe.steps if s.pass_name == "quantize-tflite").config.scheme
-               for name, c in for_tflite.items() if name.startswith("int8-tflite-")}
-    assert schemes == {"int8-tflite-weight-only": "weight-only", "int8-tflite-dynamic": "dynamic"}
-    for_torch = {c.name: c for c in candidates(target, Format.TORCH)}
-    assert for_torch["int8-tflite-dynamic"].recipe is None
-    assert "quantizes .tflite sources only" in for_torch["int8-tflite-dynamic"].skipped
+def test_mobile_candidates_are_the_targets_quantize_entries():
+    tflite = {c.name: c for c in candidates(load_target("mobile-tflite"))}
+    schemes = {name: (c.recipe.steps[0].precision, c.recipe.steps[0].scheme) for name, c in tflite.items()
+               if name.startswith("int")}
+    assert schemes == {"int8-static": ("int8", "static"), "int8-dynamic": ("int8", "dynamic"),
+                       "int8-weight-only": ("int8", "weight-only"), "int4-dynamic": ("int4", "dynamic"),
+                       "int4-weight-only": ("int4", "weight-only")}
+    assert {name for name, c in tflite.items() if c.transformer_only} == {"int4-dynamic", "int4-weight-only"}
+    executorch = [c.name for c in candidates(load_target("mobile-executorch"))]
+    assert executorch == ["fp32", "int8-static", "int8-dynamic", "int4-dynamic"]

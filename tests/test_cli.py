@@ -16,13 +16,13 @@ def invoke(*args):
 
 def test_compile_bench_inspect(cnn_source, cnn_data, tmp_path):
     out = tmp_path / "pkg"
-    code, stdout, stderr = invoke("compile", cnn_source, "--target", "cpu-ort", "--recipe", "int8-static",
+    code, stdout, stderr = invoke("compile", cnn_source, "--target", "cpu-ort", "--recipe", "int8",
                                   "--calib", cnn_data, "--eval", cnn_data, "--input", CNN_INPUT, "-o", out,
                                   "--cache-dir", tmp_path / "cache", "--bench-runs", 3)
     assert code == 0, stderr
     assert f"package {out}" in stdout and "top-1 agreement" in stdout and "0/3 steps from cache" in stdout
     assert (out / "manifest.json").is_file()
-    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--calib", cnn_data,
+    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8", "--calib", cnn_data,
                              "--eval", cnn_data, "--input", CNN_INPUT, "-o", out, "--cache-dir", tmp_path / "cache",
                              "--bench-runs", 3)
     assert code == 0 and "3/3 steps from cache" in stdout
@@ -39,7 +39,7 @@ def test_compile_bench_inspect(cnn_source, cnn_data, tmp_path):
 
 
 def test_dry_run_shows_inserted_steps(cnn_source):
-    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--input", CNN_INPUT,
+    code, stdout, _ = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "int8", "--input", CNN_INPUT,
                              "--dry-run", "--json")
     assert code == 0
     assert [(s["pass"], s["origin"]) for s in json.loads(stdout)][0] == ("export-onnx", "inserted")
@@ -51,7 +51,9 @@ def test_targets_and_recipes_listings():
     assert code == 0 and targets["cpu-ort"]["unavailable"] is None
     code, stdout, _ = invoke("recipes", "--json")
     recipes = {r["name"]: r for r in json.loads(stdout)}
-    assert code == 0 and [s["pass"] for s in recipes["int8-static"]["steps"]] == ["optimize-onnx", "quantize-static"]
+    assert code == 0 and recipes["int8"]["steps"] == [
+        {"quantize": {"precision": "int8", "scheme": "static", "granularity": "per-channel"}}]
+    assert [s["pass"] for s in recipes["int8-nncf-transformer"]["steps"]] == ["quantize-nncf"]  # an expert's own pass
 
 
 @pytest.mark.parametrize("args, message", [
@@ -59,8 +61,8 @@ def test_targets_and_recipes_listings():
     (["compile", "{cnn}", "-t", "cpu-or", "--input", CNN_INPUT], "error: unknown target 'cpu-or' (did you mean 'cpu-ort'?)"),
     (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int9", "--input", CNN_INPUT],
      "error: target cpu-ort has no int9 recipe; it offers fp32 (fp32)"),
-    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int8-statc", "--input", CNN_INPUT],
-     "error: unknown recipe 'int8-statc' (did you mean 'int8-static'?)"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "-r", "int8-dynamc", "--input", CNN_INPUT],
+     "error: unknown recipe 'int8-dynamc' (did you mean 'int8-dynamic'?)"),
     (["compile", "{cnn}", "-t", "cpu-ort", "--input", "image:1x3x8x8"], "error: the model failed on inputs image:1x3x8x8"),
     (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--calib", "{bad_data}"], "input 'image': dim 3 is 9"),
     (["compile", "{broken}", "-t", "cpu-ort"], "broken_factory() raised RuntimeError: weights file is gone"),
@@ -145,7 +147,7 @@ def test_metric_and_max_drop_judge_any_recipe(cnn_source, cnn_data, tmp_path):
     metric = tmp_path / "metric.py"
     metric.write_text("def always_drops(reference, candidate, labels):\n"
                       "    return 1.0 if reference[0] is candidate[0] else 0.5  # the source scores 1, any package 0.5\n")
-    common = ["compile", cnn_source, "-t", "cpu-ort", "-r", "int8-static", "--calib", str(cnn_data), "--input", "image:1x1x8x8",
+    common = ["compile", cnn_source, "-t", "cpu-ort", "-r", "int8", "--calib", str(cnn_data), "--input", "image:1x1x8x8",
               "--bench-runs", "2"]
     loose = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "a")])
     assert loose.exit_code == 0, loose.output

@@ -50,7 +50,7 @@ def test_opset11_model_compiles_fp32_and_int8_with_user_shape(classifier, tmp_pa
     fp32 = compiler.compile(path, "cpu-ort", tmp_path / "fp32", "fp32", data, inputs=inputs, bench_runs=2)
     assert fp32.manifest["inputs"][0]["shape"] == [1, 3, 48, 192]
     assert fp32.manifest["metrics"]["bench"]["conditions"]["input_shapes"]["x"] == [1, 3, 48, 192]
-    int8 = compiler.compile(path, "cpu-ort", tmp_path / "int8", "int8-static", data, inputs=inputs, bench_runs=2)
+    int8 = compiler.compile(path, "cpu-ort", tmp_path / "int8", "int8", data, inputs=inputs, bench_runs=2)
     steps = [(s["pass"], s["origin"]) for s in int8.manifest["steps"]]
     assert steps[0] == ("upgrade-onnx-opset", "inserted")
     assert opset_of(load_graph(int8.package / "model.onnx")) == 13

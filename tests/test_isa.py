@@ -37,7 +37,7 @@ def test_host_cpu_is_recorded_with_its_flags():
 
 def test_ort_int8_choices_follow_the_isa():
     avx2, vnni, arm = isa_choice(ISAS["avx2"]), isa_choice(ISAS["avx512-vnni"]), isa_choice(ISAS["arm64-dotprod"])
-    assert (avx2["activation_type"], avx2["reduce_range"]) == ("int8", True)  # u8×s8 saturates without VNNI
+    assert (avx2["activation_type"], avx2["reduce_range"]) == ("uint8", True)  # full-range u8×s8 saturates without VNNI
     assert (vnni["activation_type"], vnni["reduce_range"]) == ("uint8", False)
     assert (arm["activation_type"], arm["reduce_range"]) == ("int8", False)
 
@@ -55,15 +55,21 @@ def test_a_package_built_for_avx2_keeps_avx2_choices_on_any_host(tmp_path, cnn_s
     from edgekit import compiler
     from edgekit.spec import parse_input_spec
 
-    for isa, activation in (("avx2", "int8"), ("avx512-vnni", "uint8")):
-        result = compiler.compile(cnn_source, _target_with_isa(tmp_path, isa), tmp_path / isa, "int8-static", cnn_data,
+    for isa, activation, seven_bit in (("avx2", "uint8", True), ("avx512-vnni", "uint8", False),
+                                       ("arm64-dotprod", "int8", False)):
+        result = compiler.compile(cnn_source, _target_with_isa(tmp_path, isa), tmp_path / isa, "int8", cnn_data,
                                   inputs=(parse_input_spec(CNN_INPUT),), bench_runs=2)
         manifest = result.manifest
         assert manifest["target"]["isa"]["name"] == isa and manifest["isa_choice"]["activation_type"] == activation
+        assert manifest["isa_choice"]["reduce_range"] is seven_bit
         assert manifest["cpu"]["isa"] == host_cpu().isa.name  # where the figures were measured
+        import onnx
+
         from edgekit.ingest.onnx import load_graph
 
         graph = load_graph(result.package / "model.onnx").graph
+        weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == 3 and t.dims]  # INT8
+        assert weights and (max(int(abs(w.astype(int)).max()) for w in weights) <= 64) is seven_bit
         zero_points = [t for t in graph.initializer if t.name.endswith("_zero_point") and "weight" not in t.name.lower()]
         assert zero_points and {t.data_type for t in zero_points} >= {3 if activation == "int8" else 2}  # INT8=3, UINT8=2
 

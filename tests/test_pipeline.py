@@ -12,10 +12,11 @@ CNN = (parse_input_spec("image:batchx1x8x8"),)
 
 
 def test_torch_source_gets_export_inserted_before_onnx_steps(cnn_source):
-    steps = plan(cnn_source, "cpu-ort", "int8-static", CNN).describe()
+    steps = plan(cnn_source, "cpu-ort", "int8", CNN).describe()
     assert [(s["pass"], s["origin"]) for s in steps] == [
         ("export-onnx", "inserted"), ("optimize-onnx", "recipe"), ("quantize-static", "recipe")]
-    assert "step 'optimize-onnx' of recipe int8-static takes onnx" in steps[0]["reason"]
+    assert "step 'optimize-onnx' of recipe int8 takes onnx" in steps[0]["reason"]
+    assert steps[1]["reason"] == steps[2]["reason"] == "quantize int8/static on cpu-ort"  # the target's way
 
 
 def test_onnx_source_needs_no_conversion_and_lowering_is_added(cnn_onnx):
@@ -24,14 +25,14 @@ def test_onnx_source_needs_no_conversion_and_lowering_is_added(cnn_onnx):
 
 
 def test_precision_name_picks_the_targets_recipe(cnn_onnx):
-    assert plan(cnn_onnx, "cpu-ort", "int8").recipe.name == "int8-static"
+    assert plan(cnn_onnx, "cpu-ort", "int4").recipe.name == "int4-weights"
 
 
 def test_unsupported_precision_lists_what_the_target_takes(cnn_onnx, tmp_path):
     target = tmp_path / "fp32-only.yaml"
     target.write_text("name: fp32-only\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n")
     with pytest.raises(UnsupportedOnTarget, match="does not support precision int8 .*it supports fp32"):
-        plan(cnn_onnx, target, "int8-static")
+        plan(cnn_onnx, target, "int8")
 
 
 def test_static_shape_target_names_the_symbolic_dim_and_the_fix(cnn_onnx, tmp_path):
@@ -56,9 +57,9 @@ def test_no_conversion_path_is_an_error(cnn_onnx, tmp_path):
 
 
 def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path, cache_dir):
-    first = compile(cnn_source, "cpu-ort", tmp_path / "a", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    first = compile(cnn_source, "cpu-ort", tmp_path / "a", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
     assert [r.cached for r in first.records] == [False, False, False]
-    second = compile(cnn_source, "cpu-ort", tmp_path / "b", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    second = compile(cnn_source, "cpu-ort", tmp_path / "b", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
     assert [r.cached for r in second.records] == [True, True, True]
     assert first.manifest["files"][0]["sha256"] == second.manifest["files"][0]["sha256"]
     assert second.manifest["recipe"]["applied"] == first.manifest["recipe"]["applied"]
@@ -68,7 +69,7 @@ def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path,
 
 
 def test_changed_config_or_calibration_misses_the_cache(cnn_source, cnn_data, tmp_path, cache_dir):
-    compile(cnn_source, "cpu-ort", tmp_path / "a", "int8-static", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
+    compile(cnn_source, "cpu-ort", tmp_path / "a", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
     recipe = tmp_path / "entropy.yaml"
     recipe.write_text("precision: int8\nsteps:\n  - pass: optimize-onnx\n  - pass: quantize-static\n"
                       "    with: {calibrate_method: percentile}\n")
@@ -78,7 +79,7 @@ def test_changed_config_or_calibration_misses_the_cache(cnn_source, cnn_data, tm
 
 def test_synthetic_calibration_warns(cnn_source, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgekit"):
-        result = compile(cnn_source, "cpu-ort", tmp_path / "p", "int8-static", inputs=CNN, bench_runs=3)
+        result = compile(cnn_source, "cpu-ort", tmp_path / "p", "int8", inputs=CNN, bench_runs=3)
     assert "calibration and accuracy on random data are unreliable" in caplog.text
     assert result.manifest["data"]["calibration_origin"] == "synthetic"
 
@@ -96,9 +97,9 @@ def test_auto_has_no_single_plan(cnn_onnx):
 
 
 def test_precision_the_target_lacks_lists_what_it_offers(cnn_source):
-    with pytest.raises(UnsupportedOnTarget, match=r"target mobile-tflite has no int4 recipe; it offers fp32 \(fp32\), "
-                                                  r"fp16 \(fp16-tflite\), int8 \(int8-tflite\)"):
-        plan(cnn_source, "mobile-tflite", "int4", CNN)
+    with pytest.raises(UnsupportedOnTarget, match=r"target mobile-tflite has no bf16 recipe; it offers fp32 \(fp32\), "
+                                                  r"fp16 \(fp16-tflite\), int8 \(int8\), int4 \(int4-weights\)"):
+        plan(cnn_source, "mobile-tflite", "bf16", CNN)
 
 
 def test_folder_without_config_is_not_a_model(tmp_path):
@@ -116,9 +117,8 @@ def test_fidelity_check_stops_a_step_that_changes_the_outputs(cnn_onnx, tmp_path
     from edgekit.evaluate import FidelityCheck
     from edgekit.ingest import ingest
     from edgekit.model import Format
-    from edgekit.passes.base import get_pass
+    from edgekit.passes.base import Step, get_pass
     from edgekit.pipeline import PlannedStep, StepRecord
-    from edgekit.recipe import Step
 
     graph = onnx.load(str(cnn_onnx))
     weight = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
@@ -149,8 +149,8 @@ def test_a_target_field_a_pass_declares_joins_its_cache_key(cnn_source, cnn_data
         path = tmp_path / f"openvino-as-{device}.yaml"
         path.write_text(yaml.safe_dump({**builtin, "name": f"openvino-as-{device}", "device": device}))
         variants[device] = path
-    first = compile(cnn_source, variants["cpu"], tmp_path / "a", "int8-nncf", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
-    second = compile(cnn_source, variants["gpu"], tmp_path / "b", "int8-nncf", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
+    first = compile(cnn_source, variants["cpu"], tmp_path / "a", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
+    second = compile(cnn_source, variants["gpu"], tmp_path / "b", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=2)
     cached = {r.pass_name: r.cached for r in second.records}
     assert [r.cached for r in first.records] == [False] * len(first.records)
     assert cached["convert-openvino"] is True and cached["quantize-nncf"] is False

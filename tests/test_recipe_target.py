@@ -6,6 +6,7 @@ import pytest
 
 from edgekit.catalog import builtin_dir
 from edgekit.errors import UserError
+from edgekit.intent import QuantizeIntent
 from edgekit.recipe import load_recipe
 from edgekit.target import all_targets, load_target
 
@@ -17,15 +18,72 @@ def _recipe(tmp_path, text):
 
 
 def test_builtin_recipes_load_and_validate():
-    recipe = load_recipe("int8-static")
-    assert [s.pass_name for s in recipe.steps] == ["optimize-onnx", "quantize-static"]
-    assert recipe.steps[1].config.per_channel is True and recipe.precision == "int8"
+    recipe = load_recipe("int8")
+    assert recipe.steps == (QuantizeIntent("int8", "static", "per-channel"),) and recipe.precision == "int8"
+    expert = load_recipe("int8-nncf-transformer")
+    assert [s.pass_name for s in expert.steps] == ["quantize-nncf"] and expert.steps[0].config.model_type == "transformer"
+
+
+def test_every_builtin_recipe_plans_on_every_target_that_offers_its_precision():
+    """A recipe says what; each target that offers the precision lowers it (or refuses with a reason)."""
+    from edgekit.catalog import builtin_names
+    from edgekit.errors import UnsupportedOnTarget
+    from edgekit.pipeline import lowered_steps
+
+    lowered, refused = {}, {}
+    for target in all_targets():
+        for name in builtin_names("recipes"):
+            recipe = load_recipe(name)
+            if recipe.precision in target.precisions and any(isinstance(s, QuantizeIntent) for s in recipe.steps):
+                try:
+                    lowered[(target.name, name)] = [step.pass_name for step, _ in lowered_steps(recipe, target)][-1]
+                except UnsupportedOnTarget as error:
+                    refused[(target.name, name)] = str(error)
+    # dynamic int8 exists only where the runtime has kernels for it
+    assert set(refused) == {(t, "int8-dynamic") for t in ("cpu-openvino", "gpu-openvino", "npu-openvino", "gpu-ort-cuda",
+                                                           "gpu-tensorrt")}
+    assert "has no int8/dynamic quantization; it offers: int8/static" in refused[("gpu-tensorrt", "int8-dynamic")]
+    for name in ("int8", "int4-weights", "prune-distill-int8"):  # one recipe each on every CPU-runnable target
+        assert {t for t, r in lowered if r == name} >= {"cpu-ort", "cpu-openvino", "mobile-tflite", "mobile-executorch"}
+    assert lowered[("cpu-ort", "int8")] == lowered[("gpu-tensorrt", "int8")] == "quantize-static"
+    assert lowered[("cpu-openvino", "int8")] == lowered[("npu-openvino", "prune-distill-int8")] == "quantize-nncf"
+    assert lowered[("mobile-tflite", "int4-weights")] == "quantize-tflite"
+    assert lowered[("mobile-executorch", "int4-weights")] == "quantize-executorch"
+    assert lowered[("cpu-openvino", "int4-weights")] == "compress-weights-nncf"
+    assert lowered[("cpu-ort", "int4-weights")] == "quantize-int4"
+
+
+@pytest.mark.parametrize("target, intent, message", [
+    ("cpu-openvino", {"precision": "int8", "scheme": "dynamic"},
+     r"target cpu-openvino has no int8/dynamic quantization; it offers: int8/static, int8/weight-only, int4/weight-only"),
+    ("cpu-ort", {"precision": "int4", "granularity": "per-channel"},
+     r"quantize-int4 cannot quantize int4 weights per-channel; it offers per-group"),
+    ("mobile-tflite", {"precision": "int4", "group_size": 100}, r"LiteRT's int4 blocks hold 32, 64, 128 or 256 weights"),
+])
+def test_an_intent_the_target_cannot_lower_names_what_it_offers(target, intent, message):
+    from edgekit.errors import UnsupportedOnTarget
+    from edgekit.intent import lower_intent, parse_intent
+
+    with pytest.raises(UnsupportedOnTarget, match=message):
+        lower_intent(parse_intent({"quantize": intent}, "t"), load_target(target))
+
+
+def test_intent_fields_reach_the_targets_pass():
+    from edgekit.intent import lower_intent
+
+    steps, key = lower_intent(QuantizeIntent("int4", granularity="per-group", group_size=64), load_target("cpu-openvino"))
+    assert key == "int4/weight-only" and steps[-1].config.group_size == 64 and steps[-1].config.mode == "int4_sym"
+    steps, key = lower_intent(QuantizeIntent("int8", "static", "per-tensor", calibration_samples=7), load_target("cpu-ort"))
+    assert [s.pass_name for s in steps] == ["optimize-onnx", "quantize-static"]
+    assert (steps[-1].config.per_channel, steps[-1].config.calibration_samples) == (False, 7)
+    steps, key = lower_intent(QuantizeIntent("int4"), load_target("mobile-executorch"))
+    assert key == "int4/dynamic" and steps[-1].config.precision == "int4"  # the target's first int4 entry
 
 
 def test_path_works_like_a_builtin_name(tmp_path):
     copy = tmp_path / "mine.yaml"
-    shutil.copy(builtin_dir("recipes") / "int8-static.yaml", copy)
-    assert load_recipe(copy).steps == load_recipe("int8-static").steps
+    shutil.copy(builtin_dir("recipes") / "int8.yaml", copy)
+    assert load_recipe(copy).steps == load_recipe("int8").steps
     target_copy = tmp_path / "t.yaml"
     shutil.copy(builtin_dir("targets") / "cpu-ort.yaml", target_copy)
     assert load_target(target_copy).format == load_target("cpu-ort").format
@@ -41,7 +99,12 @@ def test_path_works_like_a_builtin_name(tmp_path):
     ("steps:\n  - pass: quantize-static\n    with: {calibration_samples: 0}\n",
      r"'calibration_samples' = 0 is outside \[1, 100000\]"),
     ("stepz: []\n", r"unknown field 'stepz' \(did you mean 'steps'\?\)"),
-    ("steps:\n  - optimize-onnx\n", r"step 1: expected a mapping with 'pass'"),
+    ("steps:\n  - optimize-onnx\n", r"step 1: expected a mapping with 'pass' \(a pass to run\) or 'quantize'"),
+    ("steps:\n  - quantize: {precision: int3}\n", r"step 1 \(quantize\): parameter 'precision' = 'int3'"),
+    ("steps:\n  - quantize: {precision: int8, scheme: statc}\n", r"\(did you mean 'static'\?\)"),
+    ("steps:\n  - quantize: {precision: int4, granularity: per-channel, group_size: 64}\n",
+     r"group_size applies to granularity per-group, not per-channel"),
+    ("steps:\n  - quantize: {precision: int8}\n    scheme: static\n", r"not beside it: scheme"),
     ("steps: [\n", "not valid YAML"),
 ])
 def test_recipe_errors(tmp_path, text, message):
@@ -50,8 +113,8 @@ def test_recipe_errors(tmp_path, text, message):
 
 
 def test_unknown_names_suggest():
-    with pytest.raises(UserError, match=r"unknown recipe 'int8-statc' \(did you mean 'int8-static'\?\)"):
-        load_recipe("int8-statc")
+    with pytest.raises(UserError, match=r"unknown recipe 'int8-dynamc' \(did you mean 'int8-dynamic'\?\)"):
+        load_recipe("int8-dynamc")
     with pytest.raises(UserError, match=r"unknown target 'cpu-or' \(did you mean 'cpu-ort'\?\)"):
         load_target("cpu-or")
     with pytest.raises(UserError, match="target file not found"):
@@ -65,6 +128,19 @@ def test_target_field_errors(tmp_path):
         load_target(path)
     path.write_text("name: x\ndevice: cpu\nruntime: onnxruntim\nformat: onnx\nprecisions: [fp32]\n")
     with pytest.raises(UserError, match=r"unknown runtime 'onnxruntim' \(did you mean 'onnxruntime'\?\)"):
+        load_target(path)
+
+
+@pytest.mark.parametrize("quantize, message", [
+    ("{int8/statc: {pass: quantize-static}}", r"unknown entry 'int8/statc' \(did you mean 'int8/static'\?\)"),
+    ("{int8/static: {pass: optimize-onnx}}", r"the last step must be a quantizing pass .* not optimize-onnx"),
+    ("{int8/static: {pass: quantize-static, with: {per_chanel: true}}}", r"quantize int8/static, step 1 \(quantize-static\): "
+                                                                         r"unknown parameter 'per_chanel'"),
+])
+def test_target_quantize_entries_are_checked(tmp_path, quantize, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: x\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\nquantize: {quantize}\n")
+    with pytest.raises(UserError, match=message):
         load_target(path)
 
 

@@ -135,5 +135,5 @@ def test_gpu_refuses_fp32_naming_what_it_supports(cnn_source):
 def test_precision_names_pick_the_targets_recipes():
     target = load_target("cpu-openvino")
     assert {p: recipe_for(target, p).name for p in target.precisions} == {
-        "fp32": "fp32", "fp16": "fp16-weights", "bf16": "bf16-openvino", "int8": "int8-nncf", "int4": "int4-weights-nncf"}
+        "fp32": "fp32", "fp16": "fp16-weights", "bf16": "bf16-openvino", "int8": "int8", "int4": "int4-weights"}
     assert target.options["config"]["INFERENCE_PRECISION_HINT"] == "f32"

@@ -13,16 +13,38 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from edgekit.errors import UserError
 from edgekit.model import Format, Model
-from edgekit.schema import did_you_mean
+from edgekit.schema import did_you_mean, to_dict
 
 if TYPE_CHECKING:
     from edgekit.data.dataset import Dataset
+    from edgekit.intent import QuantizeIntent
+    from edgekit.isa import Isa
     from edgekit.target import Target
 
 
 @dataclass(frozen=True, slots=True)
 class NoConfig:
     """For passes without parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One pass invocation: its name and validated Config."""
+
+    pass_name: str
+    config: Any
+
+    def to_dict(self) -> dict:
+        return {"pass": self.pass_name, "with": to_dict(self.config)}
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """Another configuration of a pass that `--recipe auto` measures beside the target's own."""
+
+    suffix: str  # appended to the candidate's name
+    config: Any
+    transformer_only: bool = False  # tried only when the graph is MatMul-heavy
 
 
 class Pass:
@@ -43,6 +65,19 @@ class Pass:
 
     def run(self, model: Model, config: Any, ctx: Context) -> Model:
         raise NotImplementedError
+
+    def from_intent(self, intent: QuantizeIntent, config: Any) -> dict[str, Any]:
+        """The fields of `config` (the target's for this pass) that a recipe's quantize intent sets; a quantizer that
+        a target's `quantize:` section names overrides this and refuses what it cannot do (UnsupportedOnTarget)."""
+        raise UserError(f"pass {self.name} does not quantize: a target's quantize: entry cannot end with it")
+
+    def variants(self, config: Any, isa: Isa) -> tuple[Variant, ...]:
+        """Other configurations worth measuring when `config` is the target's choice (for `--recipe auto`)."""
+        return ()
+
+    @classmethod
+    def takes_intents(cls) -> bool:
+        return cls.from_intent is not Pass.from_intent
 
 
 class Progress(Protocol):

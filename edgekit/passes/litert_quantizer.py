@@ -16,13 +16,16 @@ import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.errors import MissingBackend, PassFailed, UnsupportedOnTarget, UserError
 from edgekit.model import Model
 from edgekit.passes.base import Context, muted_logs
+
+if TYPE_CHECKING:
+    from edgekit.passes.tflite import QuantizeTfliteConfig
 
 SIGNATURE = "serving_default"
 QUANTIZER = "ai-edge-quantizer"  # its successor is to be published as litert-quantizer
@@ -135,9 +138,21 @@ def _signature(subgraph, schema):
     return signature
 
 
-def _recipe(scheme: str, per_channel: bool, recipe, qtyping, quantizer_obj) -> None:
+def _recipe(config: QuantizeTfliteConfig, qtyping, quantizer_obj) -> None:
+    scheme, per_channel = config.scheme, config.per_channel
     granularity = qtyping.QuantGranularity.CHANNELWISE if per_channel else qtyping.QuantGranularity.TENSORWISE
     every = qtyping.TFLOperationName.ALL_SUPPORTED
+    if config.mode == "int4":
+        if scheme == "static":
+            raise UnsupportedOnTarget("quantize-tflite: int4 is dynamic or weight-only (activations stay float)")
+        if scheme == "dynamic":  # LiteRT's int4 kernels: FULLY_CONNECTED (and EMBEDDING_LOOKUP) weights
+            if config.block_size:
+                granularity = getattr(qtyping.QuantGranularity, f"BLOCKWISE_{config.block_size}")
+            for op in (qtyping.TFLOperationName.FULLY_CONNECTED, qtyping.TFLOperationName.EMBEDDING_LOOKUP):
+                quantizer_obj.add_dynamic_config(".*", op, num_bits=4, granularity=granularity)
+        else:
+            quantizer_obj.add_weight_only_config(".*", every, num_bits=4, granularity=granularity)
+        return
     if scheme == "static":
         quantizer_obj.add_static_config(".*", every, activation_num_bits=8, weight_num_bits=8,
                                         weight_granularity=granularity)
@@ -195,9 +210,9 @@ def float_ops(path: Path) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
-def quantize_tflite_source(model: Model, scheme: str, per_channel: bool, samples: int, ctx: Context,
-                           out: Path) -> dict[str, Any]:
-    """Write `model` (a float .tflite) quantized to int8 with `scheme` at `out`; returns meta for the result."""
+def quantize_tflite_source(model: Model, config: QuantizeTfliteConfig, ctx: Context, out: Path) -> dict[str, Any]:
+    """Write `model` (a float .tflite) quantized as `config` says at `out`; returns meta for the result."""
+    scheme = config.scheme
     _, _, quantizer, recipe, qtyping = _modules()
     try:
         plain, folded = plain_float_model(model.path.read_bytes())
@@ -206,10 +221,10 @@ def quantize_tflite_source(model: Model, scheme: str, per_channel: bool, samples
     try:
         with _quiet():
             quantizer_obj = quantizer.Quantizer(plain)
-            _recipe(scheme, per_channel, recipe, qtyping, quantizer_obj)
+            _recipe(config, qtyping, quantizer_obj)
         calibration = None
         if quantizer_obj.need_calibration:
-            feeds = _signature_feeds(plain, model, ctx, samples)
+            feeds = _signature_feeds(plain, model, ctx, config.calibration_samples)
             ctx.progress.start("calibrating", len(feeds))
             with _quiet():
                 calibration = quantizer_obj.calibrate({SIGNATURE: feeds}, num_threads=os.cpu_count() or 1)
@@ -225,5 +240,5 @@ def quantize_tflite_source(model: Model, scheme: str, per_channel: bool, samples
     if left_float:
         ctx.logger.warning("quantize-tflite: ops left in float: %s",
                                              ", ".join(f"{name}×{count}" for name, count in left_float.items()))
-    return {"precision": "int8", "quantizer": QUANTIZER, "int8_scheme": scheme, "fp16_weights_folded": folded,
+    return {"precision": config.mode, "quantizer": QUANTIZER, "scheme": scheme, "fp16_weights_folded": folded,
             "float_ops": left_float}

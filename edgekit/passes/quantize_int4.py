@@ -6,11 +6,12 @@ import io
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, UserError
 from edgekit.ingest.onnx import load_graph, onnx_files
+from edgekit.intent import QuantizeIntent, granularity_fields
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
 
@@ -109,6 +110,9 @@ class QuantizeInt4(Pass):
             op_types_to_quantize=ops, algo_config=algo,
         )
         return _run(model, quantizer, ctx.step_dir("quantize-int4") / "model.onnx", self.name)
+
+    def from_intent(self, intent: QuantizeIntent, config: QuantizeInt4Config) -> dict[str, Any]:
+        return granularity_fields(intent, self.name, {"per-group": {"block_size": intent.group_size or config.block_size}})
 
 
 class QuantizeInt4Gptq(Pass):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from edgekit.errors import FidelityError, MissingBackend, UserError
+from edgekit.intent import QuantizeIntent, granularity_fields
+from edgekit.isa import Isa
 from edgekit.model import Format, Model
-from edgekit.passes.base import Context, Pass, muted_logs
+from edgekit.passes.base import Context, Pass, Variant, muted_logs
 from edgekit.passes.openvino import ir_result, read_ir, save_ir
 from edgekit.schema import did_you_mean
 
@@ -81,6 +83,16 @@ class QuantizeNncf(Pass):
         ctx.progress.finish()
         files = save_ir(quantized, ctx.step_dir("quantize-nncf"))
         return ir_result(model, files, precision="int8", **({"fallback": report} if report else {}))
+
+    def from_intent(self, intent: QuantizeIntent, config: QuantizeNncfConfig) -> dict[str, Any]:
+        granularity_fields(intent, self.name, {"per-channel": {}})  # NNCF's int8 weights are per channel
+        return {"subset_size": intent.calibration_samples} if intent.calibration_samples else {}
+
+    def variants(self, config: QuantizeNncfConfig, isa: Isa) -> tuple[Variant, ...]:
+        """NNCF's transformer preset (SmoothQuant, LayerNorm/Softmax kept accurate): MiniLM cosine 0.996 vs 0.63."""
+        if config.model_type == "transformer":
+            return ()
+        return (Variant("transformer", replace(config, preset="mixed", model_type="transformer"), transformer_only=True),)
 
 
 def _device(choice: str, ctx: Context) -> str:
@@ -213,3 +225,9 @@ class CompressWeightsNncf(Pass):
                 ignored_scope=_ignored_scope(nncf, ov_model, config.ignored_names, config.ignored_types), **extra)
         files = save_ir(compressed, ctx.step_dir("compress-weights-nncf"))
         return ir_result(model, files, precision=config.mode[:4])
+
+    def from_intent(self, intent: QuantizeIntent, config: CompressWeightsNncfConfig) -> dict[str, Any]:
+        if config.mode.startswith("int8"):  # NNCF's int8 weights are per channel
+            return granularity_fields(intent, self.name, {"per-channel": {}})
+        return granularity_fields(intent, self.name, {"per-group": {"group_size": intent.group_size or config.group_size},
+                                                      "per-channel": {"group_size": -1}})

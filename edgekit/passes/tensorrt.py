@@ -109,7 +109,7 @@ def explicit_quantization(graph) -> bool:
 
     initializers = {init.name: init for init in graph.graph.initializer}
     fix = ("TensorRT takes symmetric int8 Q/DQ only: quantize with quantize-static activation_type int8, "
-           "symmetric_activations true, quantize_bias false (the int8-tensorrt recipe)")
+           "symmetric_activations true, quantize_bias false (gpu-tensorrt's quantize int8/static entry)")
     quantized = False
     for node in graph.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):

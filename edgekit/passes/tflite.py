@@ -14,11 +14,12 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, UnsupportedOnTarget, gist
 from edgekit.ingest.tflite import interpreter_specs
+from edgekit.intent import QuantizeIntent, granularity_fields
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
 from edgekit.passes.pt2e import calibrated, data_sizes, export_inputs, torch_module
@@ -32,11 +33,13 @@ class ConvertTfliteConfig:
 
 @dataclass(frozen=True, slots=True)
 class QuantizeTfliteConfig:
-    mode: Literal["int8", "fp16"] = "int8"  # int8: weights and activations (static, calibrated); fp16: weights
-    per_channel: bool = True  # int8 weights per output channel (else per tensor)
-    # int8 of a .tflite source: static (int8 weights and activations, calibrated: integer kernels),
-    # dynamic (int8 weights, activations quantized at run time) or weight-only (int8 weights, float compute)
+    mode: Literal["int8", "int4", "fp16"] = "int8"  # the weights' type (fp16: weights stored as fp16)
+    per_channel: bool = True  # weights per output channel (else per tensor); int4 with block_size: per block
+    # static (weights and activations, calibrated: integer kernels), dynamic (weights, activations quantized at
+    # run time) or weight-only (weights, float compute). Static int8 of a PyTorch source goes through
+    # litert-torch's PT2E quantizer; everything else through LiteRT's quantizer on the float .tflite.
     scheme: Literal["static", "dynamic", "weight-only"] = "static"
+    block_size: Literal[32, 64, 128, 256] | None = None  # int4 dynamic: weights per scale (FULLY_CONNECTED)
     calibration_samples: int = field(default=128, metadata={"range": (1, 100_000)})
     dynamic_dims: bool = True
 
@@ -131,9 +134,11 @@ class QuantizeTflite(Pass):
         out = ctx.step_dir("quantize-tflite") / "model.tflite"
         if model.format is Format.TFLITE:
             return _quantize_tflite_source(model, config, ctx, out)
-        if config.scheme != "static":
-            raise UnsupportedOnTarget(f"quantize-tflite: scheme '{config.scheme}' is for .tflite sources; "
-                                      "a PyTorch source is quantized static (scheme: static)")
+        if config.mode == "int4" or (config.mode == "int8" and config.scheme != "static"):
+            float_tflite = ctx.step_dir("quantize-tflite-float") / "model.tflite"
+            converted = _exported(model, ctx, config.dynamic_dims, self.name, lambda examples, shapes: _convert(
+                model, torch_module(model), float_tflite, None, examples, shapes))
+            return _quantize_tflite_source(converted, config, ctx, out)
         litert_torch = _litert()
         if config.mode == "fp16":
             from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
@@ -153,6 +158,17 @@ class QuantizeTflite(Pass):
 
         return _exported(model, ctx, config.dynamic_dims, self.name, quantize).derive(meta={"precision": "int8"})
 
+    def from_intent(self, intent: QuantizeIntent, config: QuantizeTfliteConfig) -> dict[str, Any]:
+        samples = {"calibration_samples": intent.calibration_samples} if intent.calibration_samples else {}
+        offered: dict[str, dict[str, Any]] = {"per-channel": {"per_channel": True, "block_size": None},
+                                              "per-tensor": {"per_channel": False, "block_size": None}}
+        if config.mode == "int4" and config.scheme == "dynamic":  # LiteRT's dynamic int4 kernels also take blocks
+            offered["per-group"] = {"block_size": intent.group_size or config.block_size or 128}
+        if intent.group_size and intent.group_size not in (32, 64, 128, 256):
+            raise UnsupportedOnTarget(f"{self.name}: LiteRT's int4 blocks hold 32, 64, 128 or 256 weights, "
+                                      f"not {intent.group_size}")
+        return {**granularity_fields(intent, self.name, offered), **samples}
+
 
 def _quantize_tflite_source(model: Model, config: QuantizeTfliteConfig, ctx: Context, out: Path) -> Model:
     from edgekit.passes.litert_quantizer import has_fp16_weights, quantize_tflite_source
@@ -166,7 +182,7 @@ def _quantize_tflite_source(model: Model, config: QuantizeTfliteConfig, ctx: Con
     if model.meta.get("precision") == "int8":
         raise UnsupportedOnTarget("quantize-tflite: the .tflite is quantized already (int8 inputs); "
                                   "compile it with recipe fp32 to package it as it is")
-    meta = quantize_tflite_source(model, config.scheme, config.per_channel, config.calibration_samples, ctx, out)
+    meta = quantize_tflite_source(model, config, ctx, out)
     inputs, outputs = _specs(model, out)
     return model.derive(files=(out,), inputs=inputs, outputs=outputs,
                         meta={"content_hash": files_sha256((out,)), **meta})

@@ -34,7 +34,8 @@ def test_gpu_targets_load():
     trt = load_target("gpu-tensorrt")
     assert (trt.device, trt.runtime, trt.format, trt.precisions) == ("gpu", "tensorrt", Format.TENSORRT, ("fp32", "fp16", "int8"))
     assert [s.pass_name for s in trt.lowering] == ["build-tensorrt"]
-    assert trt.recipes == {"fp32": "fp32", "fp16": "fp16-tensorrt", "int8": "int8-tensorrt"}
+    assert trt.recipes == {"fp32": "fp32", "fp16": "fp16-tensorrt", "int8": "int8"}
+    assert [s.pass_name for s in trt.quantize["int8/static"]] == ["optimize-onnx", "quantize-static"]
     cuda = load_target("gpu-ort-cuda")
     assert (cuda.runtime, cuda.format) == ("onnxruntime", Format.ONNX)
     assert cuda.options["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

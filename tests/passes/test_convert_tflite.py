@@ -115,16 +115,18 @@ def test_onnx_source_goes_through_onnx_to_torch(cnn_onnx):
     assert steps[:2] == [("onnx-to-torch", "inserted"), ("quantize-tflite", "recipe")]
 
 
-def test_plan_inserts_the_conversion_and_refuses_int4(cnn_source):
+def test_plan_inserts_the_conversion_and_refuses_bf16(cnn_source, tmp_path):
     steps = plan(cnn_source, "mobile-tflite", "fp32", (parse_input_spec(CNN_INPUT),)).describe()
     assert [(s["pass"], s["origin"], s["config"]) for s in steps] == [("convert-tflite", "inserted", {"dynamic_dims": True})]
-    with pytest.raises(UnsupportedOnTarget, match="does not support precision int4.*fp32, fp16, int8"):
-        plan(cnn_source, "mobile-tflite", "int4-weights-nncf")
+    with pytest.raises(UnsupportedOnTarget, match="does not support precision bf16.*fp32, fp16, int8, int4"):
+        recipe = tmp_path / "bf16.yaml"
+        recipe.write_text("precision: bf16\nsteps: []\n")
+        plan(cnn_source, "mobile-tflite", recipe)
 
 
 def test_config_is_validated():
     from edgekit.recipe import parse_step
 
     with pytest.raises(UserError, match="mode"):
-        parse_step({"pass": "quantize-tflite", "with": {"mode": "int4"}}, "test")
+        parse_step({"pass": "quantize-tflite", "with": {"mode": "int2"}}, "test")
     assert parse_step({"pass": "convert-tflite"}, "test").config == ConvertTfliteConfig()
