@@ -248,9 +248,9 @@ def edgekit_runner(package: Path, threads: int) -> tuple[Runner, str]:
         got = session.run(feed)
         return [got[name] for name in names]
 
-    recipe = manifest.get("recipe") or {}
-    note = (f"{manifest.get('target', {}).get('name', '?')} {recipe.get('name', '?')}, "
-            f"{manifest.get('precision', '?')}, float ops {session.execution_precision}")
+    recipe = manifest.recipe
+    note = (f"{manifest.target.name} {recipe.get('name', '?')}, "
+            f"{manifest.precision}, float ops {session.execution_precision}")
     return run, note
 
 

@@ -103,7 +103,7 @@ def compile_all(jobs: dict[str, dict], out: Path, cache: Path) -> dict[str, dict
         print(f"compiling {name} …", flush=True)
         result = compile(job["source"], "cpu-ort", out / name, recipe=job["recipe"], calib=job["calib"],
                          eval=job["eval"], cache_dir=cache, bench_runs=20, threads=1)
-        manifests[name] = result.manifest
+        manifests[name] = result.manifest.to_dict()
     return manifests
 
 
@@ -116,9 +116,9 @@ def timed(packages: dict[str, Path], threads: int, rounds: int, runs: int) -> di
     for _ in range(rounds):
         for name, path in packages.items():
             last[name] = measure(path, threads=threads, runs=runs, warmup=runs // 10)
-            p50s[name].append(last[name]["latency_ms"]["p50"])
+            p50s[name].append(last[name].latency_ms.p50)
     return {name: {"p50_ms": statistics.median(values), "rounds_p50_ms": [round(v, 4) for v in values],
-                   "file_bytes": last[name]["file_bytes"], "conditions": last[name]["conditions"]}
+                   "file_bytes": last[name].file_bytes, "conditions": last[name].conditions}
             for name, values in p50s.items()}
 
 

@@ -124,11 +124,11 @@ def compile_method(model: str, data: tuple[str, str, str], target: str, method: 
     except Exception as error:  # a bug in a pass: report it and go on with the other methods
         return {**row, "error": f"bug: {type(error).__name__}: {str(error).splitlines()[0][:250]}",
                 "compile_s": time.perf_counter() - started}
-    fidelity = result.manifest["metrics"]["fidelity"]
-    fallback = result.manifest.get("fallback") or None
+    fidelity = result.manifest.metrics.fidelity
+    fallback = result.manifest.fallback or None
     return {**row, "package": str(result.package), "compile_s": time.perf_counter() - started,
-            "bytes": sum(entry["bytes"] for entry in result.manifest["files"]),
-            "precision": result.manifest["precision"], "fidelity": fidelity, "fallback": fallback}
+            "bytes": result.manifest.file_bytes,
+            "precision": result.manifest.precision, "fidelity": fidelity, "fallback": fallback}
 
 
 def sensitive_methods(fp32_package: str, calibration: str, tokenizer: str, out: Path) -> dict:
@@ -159,8 +159,8 @@ def time_packages(rows: list[dict], threads: int, rounds: int, runs: int) -> Non
     for _ in range(rounds):
         for row in ready:
             result = measure(row["package"], threads=threads, runs=runs, warmup=max(runs // 10, 3))
-            p50s[row["package"]].append(result["latency_ms"]["p50"])
-            row["conditions"] = result["conditions"]
+            p50s[row["package"]].append(result.latency_ms.p50)
+            row["conditions"] = result.conditions
     for row in ready:
         row["p50_ms"] = statistics.median(p50s[row["package"]])
         row["p50_rounds"] = p50s[row["package"]]

@@ -89,9 +89,9 @@ def run_target(model_name: str, target: str, threads: int, runs: int) -> list[di
         reason = f"BUG: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         return [{**base, "recipe": recipe, "status": "bug", "reason": reason, "traceback": traceback.format_exc(limit=8)}
                 for recipe in RECIPES]
-    rows = {row["name"]: row for row in result.manifest["auto"]["candidates"]}
+    rows = {row["name"]: row for row in result.manifest.auto["candidates"]}
     reference = model.task(model.reference)
-    picks = {"fp32": "fp32", "int8": int8_candidate(target, list(rows)), "auto": result.manifest["auto"]["chosen"]}
+    picks = {"fp32": "fp32", "int8": int8_candidate(target, list(rows)), "auto": result.manifest.auto["chosen"]}
     cells = []
     for recipe, name in picks.items():
         row = rows.get(name or "")

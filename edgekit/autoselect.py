@@ -13,6 +13,7 @@ from edgekit.build import CompileResult, build_package
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.evaluate import resolve_metric, verdict
 from edgekit.intent import QuantizeIntent, lower_intent
+from edgekit.manifest import Manifest
 from edgekit.metrics import Evaluation
 from edgekit.package import Staging, read_package
 from edgekit.passes.base import get_pass
@@ -191,16 +192,18 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
             raise FidelityError(f"--recipe auto: no candidate is within {limit.metric} max_drop {limit.max_drop}: "
                                 + "; ".join(f"{r['name']} {r['verdict']}" for r in rows))
         winner = results[best["name"]]
-        manifest = winner.manifest
-        manifest["recipe"]["evaluate"] = {"metric": limit.metric, "max_drop": limit.max_drop, "relative": limit.relative}
-        manifest["metrics"]["verdict"] = verdict(manifest["metrics"]["fidelity"], limit).to_dict()
-        manifest["metrics"]["bench"]["package"] = str(output)
-        manifest["auto"] = {
-            "chosen": best["name"], "tolerance": {"metric": limit.metric, "max_drop": limit.max_drop,
-                                                  "relative": limit.relative, "default": default},
-            "rule": "fastest p50 latency (then smallest) among candidates within tolerance",
-            "candidates": rows,
-        }
+        measured = winner.manifest.metrics
+        manifest = replace(
+            winner.manifest,
+            recipe={**winner.manifest.recipe,
+                    "evaluate": {"metric": limit.metric, "max_drop": limit.max_drop, "relative": limit.relative}},
+            metrics=replace(measured, verdict=verdict(measured.fidelity, limit).record(),
+                            bench=replace(measured.bench, package=str(output))),
+            auto={"chosen": best["name"], "tolerance": {"metric": limit.metric, "max_drop": limit.max_drop,
+                                                        "relative": limit.relative, "default": default},
+                  "rule": "fastest p50 latency (then smallest) among candidates within tolerance",
+                  "candidates": rows},
+        )
         path = _write(winner.package, Path(output), manifest)
         log.info("auto: chose %s", best["name"])
         return CompileResult(path, winner.plan, winner.records, manifest)
@@ -221,25 +224,25 @@ def _record(candidate: Candidate, status: str, reason: str) -> dict:
     return {"name": candidate.name, "precision": precision, "status": status, "reason": reason.splitlines()[0] if reason else ""}
 
 
-def _measured(candidate: Candidate, manifest: dict) -> dict:
-    metrics = manifest.get("metrics") or {}
-    bench = metrics["bench"]
+def _measured(candidate: Candidate, manifest: Manifest) -> dict:
+    metrics = manifest.metrics
+    assert metrics is not None, "auto measures only targets that run here"
+    bench = metrics.bench
     return {
-        **_record(candidate, "ok", ""), "precision": manifest["precision"],
-        "p50_ms": bench["latency_ms"]["p50"], "mean_ms": bench["latency_ms"]["mean"],
-        "size_bytes": sum(entry["bytes"] for entry in manifest["files"]),
-        "fidelity": {k: v for k, v in metrics["fidelity"].items() if k in FIDELITY_KEYS},
-        "conditions": {k: bench["conditions"][k] for k in ("threads", "batch", "runs", "warmup", "cpu")},
-        "fallback": manifest.get("fallback"),
+        **_record(candidate, "ok", ""), "precision": manifest.precision,
+        "p50_ms": bench.latency_ms.p50, "mean_ms": bench.latency_ms.mean, "size_bytes": manifest.file_bytes,
+        "fidelity": {k: v for k, v in metrics.fidelity.items() if k in FIDELITY_KEYS},
+        "conditions": {k: bench.conditions[k] for k in ("threads", "batch", "runs", "warmup", "cpu")},
+        "fallback": manifest.fallback,
     }
 
 
-def _write(package: Path, output: Path, manifest: dict) -> Path:
+def _write(package: Path, output: Path, manifest: Manifest) -> Path:
     """Copy the winning package to `output` (folder or .zip) with its new manifest, atomically."""
     with Staging(output) as staging:
-        for entry in manifest["files"]:
-            target = staging.root / entry["path"]
+        for entry in manifest.files:
+            target = staging.root / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(package / entry["path"], target)
+            shutil.copy2(package / entry.path, target)
         staging.write_manifest(manifest)
         return staging.commit()

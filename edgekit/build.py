@@ -9,7 +9,6 @@ import tempfile
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from edgekit import __version__
 from edgekit.catalog import builtin_names
@@ -19,13 +18,15 @@ from edgekit.errors import FidelityError, UnsupportedOnTarget
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
 from edgekit.isa import host_cpu
+from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Manifest, Metrics, TargetRecord
 from edgekit.metrics import Evaluation
 from edgekit.model import Model
-from edgekit.package import SCHEMA_VERSION, Staging, file_entries
+from edgekit.package import Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
 from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
 from edgekit.pipeline import plan as make_plan
 from edgekit.recipe import Recipe, load_recipe
+from edgekit.schema import build
 from edgekit.spec import TensorSpec
 from edgekit.target import Target, load_target
 
@@ -39,7 +40,7 @@ class CompileResult:
     package: Path
     plan: Plan
     records: list[StepRecord]
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def with_tolerance(recipe: Recipe, tolerance: Evaluation | None) -> Recipe:
@@ -98,19 +99,18 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
             judge = chosen_target if unavailable is None else None
             checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), judge), *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
-            manifest = _manifest(model, final, the_plan, records, calibration, evaluation)
-            manifest["data"]["report"] = data_checks
-            _place_files(final, staging.root, manifest)
+            files = _place_files(final, staging.root)
+            manifest = _manifest(model, final, the_plan, records, calibration, evaluation, data_checks, files)
             staging.write_manifest(manifest)
             if unavailable is None:
-                manifest["metrics"] = _measure(model, staging.root, evaluation, chosen_recipe, bench_runs, threads)
-                manifest["metrics"]["bench"]["package"] = str(output)
+                manifest = replace(manifest, metrics=_measure(model, staging.root, output, evaluation, chosen_recipe,
+                                                              bench_runs, threads))
                 staging.write_manifest(manifest)
-                check = manifest["metrics"]["verdict"]
-                if not check["ok"]:
+                check = manifest.metrics.verdict
+                if not check.ok:
                     raise FidelityError(
-                        f"{check['metric']} dropped by {check['drop']:.4f} (from {check['reference']} to "
-                        f"{check['value']:.4f}), over the recipe's max_drop {check['limit']}: no package written"
+                        f"{check.metric} dropped by {check.drop:.4f} (from {check.reference} to "
+                        f"{check.value:.4f}), over the recipe's max_drop {check.limit}: no package written"
                     )
             path = staging.commit()
     finally:
@@ -118,15 +118,16 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     return CompileResult(path, the_plan, records, manifest)
 
 
-def _place_files(model: Model, root: Path, manifest: dict) -> None:
+def _place_files(model: Model, root: Path) -> tuple[FileEntry, ...]:
     placed = []
     for path in model.files:
         shutil.copy2(path, root / path.name)
         placed.append(root / path.name)
-    manifest["files"] = file_entries(root, placed)
+    return file_entries(root, placed)
 
 
-def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs: int, threads: int | None) -> dict:
+def _measure(source: Model, root: Path, output: str | Path, evaluation: Dataset, recipe: Recipe, bench_runs: int,
+             threads: int | None) -> Metrics:
     from edgekit.bench.harness import measure
     from edgekit.runtime import load
 
@@ -137,48 +138,45 @@ def _measure(source: Model, root: Path, evaluation: Dataset, recipe, bench_runs:
     fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation.metric)
     fidelity["data"] = evaluation.origin
     fidelity["executed_precision"] = session.execution_precision
-    return {
-        "fidelity": fidelity,
-        "verdict": verdict(fidelity, recipe.evaluation).to_dict(),
-        "bench": measure(root, threads=threads, runs=bench_runs, warmup=max(bench_runs // 10, 1)),
-    }
+    bench = measure(root, threads=threads, runs=bench_runs, warmup=max(bench_runs // 10, 1))
+    return Metrics(fidelity, verdict(fidelity, recipe.evaluation).record(), replace(bench, package=str(output)))
 
 
-def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRecord],
-              calibration: Dataset | None, evaluation: Dataset) -> dict:
+def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRecord], calibration: Dataset | None,
+              evaluation: Dataset, data_checks: dict, files: tuple[FileEntry, ...]) -> Manifest:
     target = the_plan.target
-    return {
-        "schema": SCHEMA_VERSION,
-        "edgekit": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target": target.to_dict(),
-        "cpu": host_cpu().to_dict(),  # the machine the figures below were measured on
-        "runtime": target.runtime,
-        "format": final.format.value,
-        "precision": final.meta.get("precision", the_plan.recipe.precision),
-        "files": [],
-        "inputs": [s.to_dict() for s in final.inputs],
-        "outputs": [s.to_dict() for s in final.outputs],
-        "recipe": {**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
-        "reports": final.meta.get("reports", []),  # what passes measured: pruning sizes, distillation losses
-        "fallback": final.meta.get("fallback"),  # nodes quantize-static kept in float, and what each cost
-        "isa_choice": final.meta.get("isa_choice"),  # CPU-dependent choices a pass made, for the target's ISA
-        "float_ops": final.meta.get("float_ops"),  # op types a quantizer left in float, with counts
-        "steps": [{"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
-                   **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records],
-        "provenance": {
+    return Manifest(
+        schema=SCHEMA_VERSION,
+        edgekit=__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        target=build(TargetRecord, target.to_dict(), "target record"),
+        cpu=build(CpuRecord, host_cpu().to_dict(), "cpu record"),  # the machine the figures were measured on
+        runtime=target.runtime,
+        format=final.format.value,
+        precision=final.meta.get("precision", the_plan.recipe.precision),
+        files=files,
+        inputs=final.inputs,
+        outputs=final.outputs,
+        recipe={**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
+        reports=tuple(final.meta.get("reports", [])),
+        fallback=final.meta.get("fallback"),
+        isa_choice=final.meta.get("isa_choice"),
+        float_ops=final.meta.get("float_ops"),
+        steps=tuple({"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,
+                     **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records),
+        provenance={
             "source": source.meta.get("source"), "source_hash": source.meta.get("source_hash"),
             "source_format": source.format.value, "exporter": final.meta.get("exporter"),
             "export_fallback_reason": final.meta.get("export_fallback_reason"),
             "delegate": final.meta.get("delegate"),  # ExecuTorch: xnnpack, or why the program runs on portable kernels
             "versions": library_versions(),
         },
-        "data": {
+        data={
             "calibration": calibration.statistics() if calibration else None,
             "calibration_origin": calibration.origin if calibration else None,
             "evaluation": evaluation.statistics(),
             "evaluation_origin": evaluation.origin,
+            "report": data_checks,
         },
-        "metrics": {},
-    }
+    )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -128,11 +129,11 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
                                   bench_runs, threads, progress=display, instruments=(display,), tolerance=tolerance)
     if as_json:
-        console.print_json(result.manifest)
+        console.print_json(result.manifest.to_dict())
         return
     console.show_compiled(result)
-    if "auto" in result.manifest:
-        console.show_auto(result.manifest["auto"])
+    if result.manifest.auto is not None:
+        console.show_auto(result.manifest.auto)
 
 
 @main.command("bench")
@@ -148,7 +149,7 @@ def bench_command(packages, threads, batch, runs, warmup, as_json) -> None:
     from edgekit.bench import bench
 
     results = bench(list(packages), threads, batch, runs, warmup)
-    console.print_json(results) if as_json else console.show_bench(results)
+    console.print_json([dataclasses.asdict(r) for r in results]) if as_json else console.show_bench(results)
 
 
 @main.command("inspect")

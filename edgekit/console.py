@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgekit.manifest import BenchRecord
+
 WIDE = 200  # when output is a pipe or file, do not squeeze tables into 80 columns
 out = Console(width=None if Console().is_terminal else WIDE)
 err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else WIDE)
@@ -97,14 +99,13 @@ def show_compiled(result) -> None:
     manifest = result.manifest
     cached = sum(1 for r in result.records if r.cached)
     out.print(f"[bold green]package[/bold green] {result.package}  "
-              f"({manifest['target']['name']}, {manifest['precision']}, "
-              f"{_size(sum(f['bytes'] for f in manifest['files']))}); "
+              f"({manifest.target.name}, {manifest.precision}, {_size(manifest.file_bytes)}); "
               f"{cached}/{len(result.records)} steps from cache")
-    metrics = manifest.get("metrics") or {}
-    if not metrics:
+    metrics = manifest.metrics
+    if metrics is None:
         out.print("[yellow]not measured: the target cannot run on this machine[/yellow]")
         return
-    fidelity, bench, verdict = metrics["fidelity"], metrics["bench"], metrics["verdict"]
+    fidelity, bench, verdict = metrics.fidelity, metrics.bench, metrics.verdict
     parts = [f"cosine {fidelity['cosine_mean']:.6f} (min {fidelity['cosine_min']:.6f})",
              f"max abs {fidelity['max_abs']:.2e}"]
     if "top1_agreement" in fidelity:
@@ -112,7 +113,7 @@ def show_compiled(result) -> None:
     if "accuracy" in fidelity:
         parts.append(f"accuracy {fidelity['accuracy']:.4f} (source {fidelity['reference_accuracy']:.4f})")
     out.print(f"fidelity on {fidelity['samples']} samples of {fidelity['data']}: " + ", ".join(parts))
-    out.print(f"{verdict['metric']} drop {verdict['drop']:.4g} (limit {verdict['limit']})")
+    out.print(f"{verdict.metric} drop {verdict.drop:.4g} (limit {verdict.limit})")
     show_bench([bench])
 
 
@@ -137,19 +138,19 @@ def show_auto(auto: dict) -> None:
     out.print(f"rule: {auto['rule']}; latency measured one candidate after another on this machine")
 
 
-def show_bench(results: list[dict]) -> None:
+def show_bench(results: list[BenchRecord]) -> None:
     table = Table(title="edgekit bench")
     for column in ("package", "target", "runtime", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",
                    "p99 ms", "mean ms", "throughput/s", "peak RSS MB"):
         table.add_column(column, justify="left" if column in ("package", "target", "runtime", "precision") else "right")
     for r in results:
-        lat = r["latency_ms"]
-        runtime = f"{r['runtime']} {r['conditions'].get('runtime_version', '')}"
-        table.add_row(r["package"], r["target"], runtime, r["precision"], _size(r["file_bytes"]), _ms(r["load_ms"]),
-                      _ms(r["first_run_ms"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
-                      f"{r['throughput_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}")
+        lat = r.latency_ms
+        runtime = f"{r.runtime} {r.conditions.get('runtime_version', '')}"
+        table.add_row(r.package, r.target, runtime, r.precision, _size(r.file_bytes), _ms(r.load_ms),
+                      _ms(r.first_run_ms), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.mean),
+                      f"{r.throughput_per_s:.0f}", f"{r.peak_rss_mb:.0f}")
     out.print(table)
-    out.print(conditions_line(results[0]["conditions"]) if results else "")
+    out.print(conditions_line(results[0].conditions) if results else "")
 
 
 def conditions_line(conditions: dict) -> str:

@@ -30,8 +30,8 @@ def run_demo(output: Path, runs: int, threads: int | None, cache_dir: Path | Non
     rows = []
     for target in all_targets():
         why = target.availability()
-        if target.device not in ("cpu", "mobile") or why:
-            log.info("demo: skipping %s (%s)", target.name, why or f"device {target.device}")
+        if why:
+            log.info("demo: skipping %s (%s)", target.name, why)
             continue
         for precision in DEMO_PRECISIONS:
             recipe = target.recipes.get(precision)
@@ -47,14 +47,14 @@ def run_demo(output: Path, runs: int, threads: int | None, cache_dir: Path | Non
                 log.warning("demo: %s %s failed: %s", target.name, precision, error)
                 rows.append({"target": target.name, "precision": precision, "recipe": recipe, "error": str(error)})
                 continue
-            fidelity = result.manifest["metrics"]["fidelity"]
+            fidelity = result.manifest.metrics.fidelity
             measured = bench([package], threads=threads, runs=runs, warmup=max(runs // 10, 5))[0]
             rows.append({
                 "target": target.name, "precision": precision, "recipe": recipe, "package": str(package),
-                "runtime": f"{measured['runtime']} {measured['conditions']['runtime_version']}",
-                "file_bytes": measured["file_bytes"], "p50_ms": measured["latency_ms"]["p50"],
-                "mean_ms": measured["latency_ms"]["mean"], "accuracy": fidelity["accuracy"],
+                "runtime": f"{measured.runtime} {measured.conditions['runtime_version']}",
+                "file_bytes": measured.file_bytes, "p50_ms": measured.latency_ms.p50,
+                "mean_ms": measured.latency_ms.mean, "accuracy": fidelity["accuracy"],
                 "reference_accuracy": fidelity["reference_accuracy"], "top1_agreement": fidelity["top1_agreement"],
-                "conditions": measured["conditions"],
+                "conditions": measured.conditions,
             })
     return rows

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError, gist
+from edgekit.manifest import VerdictRecord
 from edgekit.metrics import BUILTIN_METRICS, Evaluation, MetricFunction, load_metric
 from edgekit.model import Format, Model
 from edgekit.runtime import BACKENDS
@@ -141,9 +142,9 @@ class Verdict:
     def ok(self) -> bool:
         return self.limit is None or self.drop <= self.limit
 
-    def to_dict(self) -> dict:
-        return {"metric": self.metric, "value": self.value, "reference": self.reference,
-                "drop": self.drop, "limit": self.limit, "ok": self.ok}
+    def record(self) -> VerdictRecord:
+        """As the manifest stores it."""
+        return VerdictRecord(self.metric, self.value, self.reference, self.drop, self.limit, self.ok)
 
 
 def resolve_metric(metrics: dict, metric: str) -> str:

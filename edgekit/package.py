@@ -10,38 +10,37 @@ import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgekit.digest import file_sha256
 from edgekit.errors import UserError
+from edgekit.manifest import FileEntry, Manifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
 class Package:
-    """A package on disk: its root folder and parsed manifest."""
+    """A package on disk: its root folder and checked manifest."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def main_file(self) -> Path:
-        return self.root / self.manifest["files"][0]["path"]
+        return self.root / self.manifest.files[0].path
 
     @property
     def runtime(self) -> str:
-        return self.manifest["runtime"]
+        return self.manifest.runtime
 
     def verify(self) -> None:
         """Every listed file exists with its recorded sha256; raises UserError naming the first that differs."""
-        for entry in self.manifest["files"]:
-            path = self.root / entry["path"]
+        for entry in self.manifest.files:
+            path = self.root / entry.path
             if not path.is_file():
-                raise UserError(f"package {self.root}: file {entry['path']} is missing")
-            if file_sha256(path) != entry["sha256"]:
-                raise UserError(f"package {self.root}: {entry['path']} does not match its sha256 (modified or corrupt)")
+                raise UserError(f"package {self.root}: file {entry.path} is missing")
+            if file_sha256(path) != entry.sha256:
+                raise UserError(f"package {self.root}: {entry.path} does not match its sha256 (modified or corrupt)")
 
 
 def read_package(path: str | Path, verify: bool = True) -> Package:
@@ -67,12 +66,10 @@ def _read_folder(path: Path, verify: bool) -> Package:
     if not manifest_path.is_file():
         raise UserError(f"{path} is not an edgekit package (no {MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+        raw = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{manifest_path}: corrupt manifest: {error}") from None
-    if manifest.get("schema") != SCHEMA_VERSION:
-        raise UserError(f"{path}: manifest schema {manifest.get('schema')} is not {SCHEMA_VERSION}; rebuild the package")
-    package = Package(path, manifest)
+    package = Package(path, Manifest.from_dict(raw, f"package {path}"))
     if verify:
         package.verify()
     return package
@@ -92,9 +89,9 @@ def _unzip(archive: Path) -> Path:
     return folder
 
 
-def file_entries(root: Path, files: list[Path]) -> list[dict]:
+def file_entries(root: Path, files: list[Path]) -> tuple[FileEntry, ...]:
     """Manifest entries for `files` (already inside `root`), main file first."""
-    return [{"path": f.relative_to(root).as_posix(), "sha256": file_sha256(f), "bytes": f.stat().st_size} for f in files]
+    return tuple(FileEntry(f.relative_to(root).as_posix(), file_sha256(f), f.stat().st_size) for f in files)
 
 
 class Staging:
@@ -124,8 +121,8 @@ class Staging:
         if self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    def write_manifest(self, manifest: Manifest) -> None:
+        (self.root / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
 
     def commit(self) -> Path:
         if self.zip:

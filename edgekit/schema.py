@@ -25,9 +25,9 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     A field's `metadata` may hold `range=(low, high)` (inclusive) for numbers.
     `where` names the place for messages, e.g. "recipe int8.yaml, step 2 (quantize-static)".
     """
-    values = dict(values or {})
-    if not isinstance(values, dict):
+    if values is not None and not isinstance(values, dict):
         raise UserError(f"{where}: expected a mapping of parameters, got {type(values).__name__}")
+    values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     for key in values:
@@ -36,6 +36,9 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
                 f"{where}: unknown parameter '{key}'{did_you_mean(key, fields)}; "
                 f"known: {', '.join(fields) or 'none'}"
             )
+    missing = [name for name, f in fields.items() if name not in values and _required(f)]
+    if missing:
+        raise UserError(f"{where}: missing parameter(s) {', '.join(missing)}")
     checked = {}
     for key, value in values.items():
         checked[key] = _coerce(value, hints[key], f"{where}: parameter '{key}'")
@@ -45,9 +48,17 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     return cls(**checked)
 
 
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            return _fail(where, value, f"a mapping ({hint.__name__})")
+        return build(hint, value, where)
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -112,3 +123,43 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def json_schema(cls: type, title: str | None = None) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of dataclass `cls` and the dataclasses it holds, from the same type hints that
+    `build` checks against: what is published for other tools to validate against."""
+    definitions: dict[str, Any] = {}
+    root = _schema_of(cls, definitions)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title or cls.__name__,
+            **definitions.pop(cls.__name__), "$defs": definitions} if "$ref" in root else root
+
+
+def _schema_of(hint: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        name = hint.__name__
+        if name not in definitions:
+            definitions[name] = {}  # placeholder: a recursive reference stops here
+            hints = typing.get_type_hints(hint)
+            fields = dataclasses.fields(hint)
+            definitions[name] = {
+                "type": "object", "additionalProperties": False,
+                **({"description": hint.__doc__.strip().splitlines()[0]} if hint.__doc__ else {}),
+                "properties": {f.name: _schema_of(hints[f.name], definitions) for f in fields},
+                "required": [f.name for f in fields if _required(f)],
+            }
+        return {"$ref": f"#/$defs/{name}"}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_schema_of(a, definitions) for a in args]}
+    if origin in (tuple, list):
+        return {"type": "array", "items": _schema_of(args[0], definitions) if args else {}}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(args[1], definitions) if args else {}}
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    if hint in simple:
+        return {"type": simple[hint]}
+    if hint is Any:
+        return {}
+    raise TypeError(f"no JSON Schema for type hint {hint!r}")

@@ -72,7 +72,7 @@ def test_auto_compiles_measures_and_records_every_candidate(auto_run):
 
 def test_choose_on_measured_candidates(auto_run):
     records = [{k: v for k, v in row.items() if k not in ("verdict", "metric", "chosen")}
-               for row in auto_run.manifest["auto"]["candidates"]]
+               for row in auto_run.manifest.auto["candidates"]]
     ok = [r for r in records if r["status"] == "ok"]
     # a cosine bound no quantized candidate meets leaves only the exact ones (fp32, and fp16 if it is that close)
     strict = Evaluation("cosine", max_drop=1e-9)
@@ -111,7 +111,7 @@ def test_a_failing_candidate_is_listed_not_fatal(tmp_path, cnn_source, cnn_data)
     target.write_text(text)
     result = compile_auto(cnn_source, target, tmp_path / "pkg", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
                           tmp_path / "cache", bench_runs=2)
-    rows = {row["name"]: row for row in result.manifest["auto"]["candidates"]}
+    rows = {row["name"]: row for row in result.manifest.auto["candidates"]}
     assert rows["fp32"]["chosen"] and rows["fp16-weights"]["status"] == "failed"
     assert "no conversion leads from openvino to onnx" in rows["fp16-weights"]["reason"]
     shutil.rmtree(tmp_path / "cache")

@@ -48,10 +48,10 @@ def test_opset11_model_compiles_fp32_and_int8_with_user_shape(classifier, tmp_pa
     path, data, images = classifier
     inputs = (parse_input_spec("x:1x3x48x192"),)
     fp32 = compiler.compile(path, "cpu-ort", tmp_path / "fp32", "fp32", data, inputs=inputs, bench_runs=2)
-    assert fp32.manifest["inputs"][0]["shape"] == [1, 3, 48, 192]
-    assert fp32.manifest["metrics"]["bench"]["conditions"]["input_shapes"]["x"] == [1, 3, 48, 192]
+    assert fp32.manifest.inputs[0].shape == (1, 3, 48, 192)
+    assert fp32.manifest.metrics.bench.conditions["input_shapes"]["x"] == [1, 3, 48, 192]
     int8 = compiler.compile(path, "cpu-ort", tmp_path / "int8", "int8", data, inputs=inputs, bench_runs=2)
-    steps = [(s["pass"], s["origin"]) for s in int8.manifest["steps"]]
+    steps = [(s["pass"], s["origin"]) for s in int8.manifest.steps]
     assert steps[0] == ("upgrade-onnx-opset", "inserted")
     assert opset_of(load_graph(int8.package / "model.onnx")) == 13
     ops = [node.op_type for node in load_graph(int8.package / "model.onnx").graph.node]
@@ -93,7 +93,7 @@ def test_a_step_whose_model_the_runtime_refuses_is_one_line_naming_the_pass(tmp_
 def test_stateful_model_with_scalar_input_compiles_and_measures(vad, tmp_path, target, recipe):
     path, data = vad
     result = compiler.compile(path, target, tmp_path / "pkg", recipe, data, bench_runs=2)
-    conditions = result.manifest["metrics"]["bench"]["conditions"]
+    conditions = result.manifest.metrics.bench.conditions
     assert conditions["input_shapes"] == {"x": [1, 256], "sr": [], "state": [1, 1, 16]}
     assert conditions["unbound_dims"] == {}
     session = load(result.package)
@@ -122,7 +122,7 @@ def test_unbound_symbolic_dims_are_named_before_benchmarking(vad, tmp_path, capl
     manifest_path.write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING, logger="edgekit"):
         figures = measure(result.package, runs=2, warmup=1)
-    assert figures["conditions"]["unbound_dims"] == {"x:x_dim1": 1}
+    assert figures.conditions["unbound_dims"] == {"x:x_dim1": 1}
     assert "input 'x': symbolic dim 'x_dim1' has no size from data or --input; benchmarked at 1" in caplog.text
 
 
@@ -133,4 +133,4 @@ def test_ops_the_quantizer_leaves_in_float_are_named(classifier, tmp_path):
                       "    with: {exclude_op_types: [Gemm]}\n")
     result = compiler.compile(path, "cpu-ort", tmp_path / "int8", recipe, data,
                               inputs=(parse_input_spec("x:1x3x48x192"),), bench_runs=2)
-    assert result.manifest["float_ops"] == {"Gemm": 1}  # the Conv is quantized, the excluded Gemm named
+    assert result.manifest.float_ops == {"Gemm": 1}  # the Conv is quantized, the excluded Gemm named

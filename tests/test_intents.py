@@ -56,13 +56,13 @@ def test_one_recipe_compiles_on_every_cpu_target(recipe, target, token_data, ste
                      cache_dir=step_cache, bench_runs=3, tolerance=loose)
     manifest = result.manifest
     precision = "int4" if recipe == "int4-weights" else "int8"
-    applied = [step["pass"] for step in manifest["recipe"]["applied"]]
-    assert manifest["precision"] == precision and QUANTIZER[(target, precision)] in applied
+    applied = [step["pass"] for step in manifest.recipe["applied"]]
+    assert manifest.precision == precision and QUANTIZER[(target, precision)] in applied
     lowered = [s for s in result.plan.describe() if s["pass"] == QUANTIZER[(target, precision)]]
     assert lowered[0]["reason"].startswith(f"quantize {precision}/") and lowered[0]["reason"].endswith(f"on {target}")
     if recipe == "prune-distill-int8":
         assert applied[:2] == ["prune-structured", "distill"]
-    files = sum(entry["bytes"] for entry in manifest["files"])
+    files = manifest.file_bytes
     assert files < FLOAT_BYTES * (0.6 if precision == "int8" else 0.45)  # the weights really are stored smaller
     session = load(result.package)
     data = np.load(token_data)
@@ -76,7 +76,7 @@ def test_one_recipe_compiles_on_every_cpu_target(recipe, target, token_data, ste
     cosine = np.sum(outputs * reference, axis=1) / (np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1))
     if recipe == "prune-distill-int8":  # a half-width student trained to pick the teacher's class, not its logits
         agreement = np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1))
-        assert agreement >= 0.8 and manifest["metrics"]["fidelity"]["top1_agreement"] >= 0.8, (target, agreement)
+        assert agreement >= 0.8 and manifest.metrics.fidelity["top1_agreement"] >= 0.8, (target, agreement)
     else:
         assert cosine.mean() >= MIN_COSINE[precision], (target, recipe, cosine.mean())
 
@@ -96,9 +96,9 @@ def test_every_scheme_a_target_lists_compiles_from_a_pytorch_source(target, inte
     result = compile(f"{MODELS}:token_classifier", target, tmp_path / "pkg", recipe, token_data, token_data, TOKENS,
                      cache_dir=step_cache, bench_runs=3)
     manifest = result.manifest
-    assert manifest["precision"] == precision and manifest["recipe"]["applied"][-1]["pass"] == quantizer
-    assert sum(entry["bytes"] for entry in manifest["files"]) < FLOAT_BYTES * (0.6 if precision == "int8" else 0.45)
-    assert manifest["metrics"]["fidelity"]["cosine_mean"] >= MIN_COSINE[precision]
+    assert manifest.precision == precision and manifest.recipe["applied"][-1]["pass"] == quantizer
+    assert manifest.file_bytes < FLOAT_BYTES * (0.6 if precision == "int8" else 0.45)
+    assert manifest.metrics.fidelity["cosine_mean"] >= MIN_COSINE[precision]
 
 
 def test_int4_for_executorch_refuses_a_model_without_a_linear_it_can_group(cnn_source, cnn_data, tmp_path):

@@ -60,9 +60,9 @@ def test_a_package_built_for_avx2_keeps_avx2_choices_on_any_host(tmp_path, cnn_s
         result = compiler.compile(cnn_source, _target_with_isa(tmp_path, isa), tmp_path / isa, "int8", cnn_data,
                                   inputs=(parse_input_spec(CNN_INPUT),), bench_runs=2)
         manifest = result.manifest
-        assert manifest["target"]["isa"]["name"] == isa and manifest["isa_choice"]["activation_type"] == activation
-        assert manifest["isa_choice"]["reduce_range"] is seven_bit
-        assert manifest["cpu"]["isa"] == host_cpu().isa.name  # where the figures were measured
+        assert manifest.target.isa["name"] == isa and manifest.isa_choice["activation_type"] == activation
+        assert manifest.isa_choice["reduce_range"] is seven_bit
+        assert manifest.cpu.isa == host_cpu().isa.name  # where the figures were measured
         import onnx
 
         from edgekit.ingest.onnx import load_graph

@@ -17,7 +17,7 @@ CNN = (parse_input_spec("image:batchx1x8x8"),)
 
 def test_manifest_records_everything(cnn_package, cnn_source):
     manifest = json.loads((cnn_package / "manifest.json").read_text())
-    assert manifest["schema"] == 1 and manifest["runtime"] == "onnxruntime" and manifest["format"] == "onnx"
+    assert manifest["schema"] == 2 and manifest["runtime"] == "onnxruntime" and manifest["format"] == "onnx"
     assert manifest["target"]["name"] == "cpu-ort" and manifest["precision"] == "fp32"
     entry = manifest["files"][0]
     assert entry["sha256"] == file_sha256(cnn_package / entry["path"])
@@ -37,7 +37,7 @@ def test_manifest_records_everything(cnn_package, cnn_source):
 def test_tampered_or_missing_file_is_refused(cnn_package, tmp_path):
     copy = tmp_path / "pkg"
     shutil.copytree(cnn_package, copy)
-    model_file = copy / read_package(copy).manifest["files"][0]["path"]
+    model_file = copy / read_package(copy).manifest.files[0].path
     data = bytearray(model_file.read_bytes())
     data[-10] ^= 0xFF
     model_file.write_bytes(bytes(data))

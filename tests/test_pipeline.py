@@ -61,10 +61,10 @@ def test_second_compile_reuses_every_cached_step(cnn_source, cnn_data, tmp_path,
     assert [r.cached for r in first.records] == [False, False, False]
     second = compile(cnn_source, "cpu-ort", tmp_path / "b", "int8", cnn_data, cnn_data, CNN, cache_dir, bench_runs=3)
     assert [r.cached for r in second.records] == [True, True, True]
-    assert first.manifest["files"][0]["sha256"] == second.manifest["files"][0]["sha256"]
-    assert second.manifest["recipe"]["applied"] == first.manifest["recipe"]["applied"]
+    assert first.manifest.files[0].sha256 == second.manifest.files[0].sha256
+    assert second.manifest.recipe["applied"] == first.manifest.recipe["applied"]
     # a cached step keeps its fidelity record (export-onnx and optimize-onnx promise a tolerance)
-    fidelity = [[step.get("fidelity", {}).get("max_rel") for step in result.manifest["steps"]] for result in (first, second)]
+    fidelity = [[step.get("fidelity", {}).get("max_rel") for step in result.manifest.steps] for result in (first, second)]
     assert fidelity[0][:2] == fidelity[1][:2] and None not in fidelity[1][:2]
 
 
@@ -81,7 +81,7 @@ def test_synthetic_calibration_warns(cnn_source, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgekit"):
         result = compile(cnn_source, "cpu-ort", tmp_path / "p", "int8", inputs=CNN, bench_runs=3)
     assert "calibration and accuracy on random data are unreliable" in caplog.text
-    assert result.manifest["data"]["calibration_origin"] == "synthetic"
+    assert result.manifest.data["calibration_origin"] == "synthetic"
 
 
 def test_unknown_pass_in_recipe_names_file_step_and_suggestion(tmp_path, cnn_onnx):

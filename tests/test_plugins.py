@@ -61,7 +61,7 @@ def test_a_plugin_pass_is_found_and_runs_in_a_recipe(tmp_path, monkeypatch, cnn_
     recipe.write_text("steps:\n  - pass: halve-output\n")
     plain = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "plain", "fp32", cnn_data, bench_runs=2)
     halved = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "halved", recipe, cnn_data, bench_runs=2)
-    assert ("halve-output", "recipe") in [(s["pass"], s["origin"]) for s in halved.manifest["steps"]]
+    assert ("halve-output", "recipe") in [(s["pass"], s["origin"]) for s in halved.manifest.steps]
     image = np.load(cnn_data)["image"][:1]
     want = next(iter(load(plain.package).run({"image": image}).values()))
     got = next(iter(load(halved.package).run({"image": image}).values()))
@@ -107,4 +107,4 @@ def test_a_pass_that_reads_an_undeclared_target_field_fails_naming_it(tmp_path, 
                                          r"uses_target does not declare"):
         compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "a", tmp_path / "peek-target.yaml", bench_runs=2)
     declared = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "b", tmp_path / "declared-peek-target.yaml", bench_runs=2)
-    assert ("declared-peek-target", "recipe") in [(s["pass"], s["origin"]) for s in declared.manifest["steps"]]
+    assert ("declared-peek-target", "recipe") in [(s["pass"], s["origin"]) for s in declared.manifest.steps]

@@ -57,21 +57,21 @@ def test_fp32_matches_pytorch_within_1e4(packages, reference):
     result = packages["fp32"]
     assert [s.describe()["pass"] for s in result.plan.steps] == ["convert-openvino"]
     manifest = result.manifest
-    assert (manifest["runtime"], manifest["format"], manifest["precision"]) == ("openvino", "openvino", "fp32")
-    assert [entry["path"] for entry in manifest["files"]] == ["model.xml", "model.bin"]
+    assert (manifest.runtime, manifest.format, manifest.precision) == ("openvino", "openvino", "fp32")
+    assert [entry.path for entry in manifest.files] == ["model.xml", "model.bin"]
     images, expected = reference
     got = _run(result, images)
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
-    assert manifest["metrics"]["verdict"]["ok"] and manifest["metrics"]["bench"]["latency_ms"]["p50"] > 0
+    assert manifest.metrics.verdict.ok and manifest.metrics.bench.latency_ms.p50 > 0
 
 
 def test_fp16_weights_within_1e2(packages, reference):
     result = packages["fp16"]
-    assert result.manifest["recipe"]["name"] == "fp16-weights" and result.manifest["precision"] == "fp16"
+    assert result.manifest.recipe["name"] == "fp16-weights" and result.manifest.precision == "fp16"
     images, expected = reference
     got = _run(result, images)
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-2
-    weights = {p: next(e["bytes"] for e in packages[p].manifest["files"] if e["path"] == "model.bin") for p in ("fp32", "fp16")}
+    weights = {p: next(e.bytes for e in packages[p].manifest.files if e.path == "model.bin") for p in ("fp32", "fp16")}
     assert weights["fp16"] < 0.6 * weights["fp32"]
 
 
@@ -83,7 +83,7 @@ def test_int8_keeps_top1_agreement_095_and_cosine_099(packages, reference):
     got = _run(result, images)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.95
     assert _cosine(got, expected) >= 0.99
-    assert result.manifest["metrics"]["fidelity"]["top1_agreement"] >= 0.95
+    assert result.manifest.metrics.fidelity["top1_agreement"] >= 0.95
 
 
 def test_running_a_package_never_loads_torch(packages):
@@ -119,8 +119,8 @@ def test_npu_package_is_built_static_but_not_measured_here(cnn_source, cnn_data,
     if load_target("npu-openvino").availability() is None:
         pytest.skip("this machine has an NPU: the package would be measured")
     result = compiler.compile(cnn_source, "npu-openvino", tmp_path / "npu", "fp16", calib=cnn_data, inputs=STATIC_SPEC)
-    assert result.manifest["inputs"][0]["shape"] == [1, 1, 8, 8]
-    assert result.manifest["metrics"] == {} and result.manifest["precision"] == "fp16"
+    assert result.manifest.inputs[0].shape == (1, 1, 8, 8)
+    assert result.manifest.metrics is None and result.manifest.precision == "fp16"
     import openvino
 
     ir = openvino.Core().read_model(str(result.package / "model.xml"))

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, UserError
+from edgekit.manifest import BenchRecord
+from edgekit.schema import build
 
 
 def bench(packages: list[str | Path], threads: int | None = None, batch: int = 1, runs: int = 100,
-          warmup: int = 10) -> list[dict]:
-    """Measure each package (see harness.measure for the figures); one dict per package."""
+          warmup: int = 10) -> list[BenchRecord]:
+    """Measure each package (see harness.measure for the figures); one record per package."""
     if runs < 1 or warmup < 0 or batch < 1:
         raise UserError("bench: runs and batch must be at least 1, warmup at least 0")
     results = []
@@ -28,5 +30,5 @@ def bench(packages: list[str | Path], threads: int | None = None, batch: int = 1
         result = json.loads(lines[-1])
         if "error" in result:
             raise UserError(result["error"])
-        results.append(result)
+        results.append(build(BenchRecord, result, f"bench of {package}"))
     return results

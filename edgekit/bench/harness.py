@@ -12,21 +12,21 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.isa import host_cpu
+from edgekit.manifest import BenchRecord, Latency, Manifest
 from edgekit.package import read_package
-from edgekit.spec import TensorSpec
 
 log = logging.getLogger("edgekit")
 
 
-def bench_feeds(manifest: dict, batch: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def bench_feeds(manifest: Manifest, batch: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Inputs shaped like the compile's data, and the symbolic dims no data gave a size (set to 1).
 
     A dim named like some input's leading dim is the batch (`batch`); other symbolic dims take
     the data's sample shape. Ints stay within the data's range, so a constant int input (a
     sample rate) stays that constant; 0-d inputs are 0-d arrays.
     """
-    stats = (manifest.get("data") or {}).get("calibration") or (manifest.get("data") or {}).get("evaluation") or {}
-    specs = [TensorSpec.from_dict(raw) for raw in manifest["inputs"]]
+    stats = manifest.data.get("calibration") or manifest.data.get("evaluation") or {}
+    specs = manifest.inputs
     batch_dims = {spec.shape[0] for spec in specs if spec.shape and isinstance(spec.shape[0], str)}
     rng = np.random.default_rng(seed)
     feeds, unbound = {}, {}
@@ -66,7 +66,7 @@ def _peak_rss_mb() -> float:
 
 
 def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: int = 100,
-            warmup: int = 10) -> dict:
+            warmup: int = 10) -> BenchRecord:
     """All figures for one package, with the conditions they were measured under."""
     from edgekit.runtime import load
 
@@ -93,31 +93,24 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         latencies.append((time.perf_counter() - started) * 1e3)
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])  # linear interpolation between closest ranks
     mean = float(np.mean(latencies))
-    return {
-        "package": str(path),
-        "target": manifest["target"]["name"],
-        "runtime": manifest["runtime"],
-        "precision": manifest.get("precision", ""),
-        "file_bytes": sum(entry["bytes"] for entry in manifest["files"]),
-        "load_ms": load_ms,
-        "first_run_ms": first_ms,
-        "latency_ms": {
-            "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "mean": mean, "min": float(np.min(latencies)), "std": float(np.std(latencies)),
-        },
-        "throughput_per_s": batch * 1e3 / mean,
-        "peak_rss_mb": _peak_rss_mb(),
-        "rss_growth_mb": max(_peak_rss_mb() - rss_before, 0.0),
-        "conditions": {
+    return BenchRecord(
+        package=str(path), target=manifest.target.name, runtime=manifest.runtime, precision=manifest.precision,
+        file_bytes=manifest.file_bytes, load_ms=load_ms, first_run_ms=first_ms,
+        latency_ms=Latency(p50=float(p50), p90=float(p90), p99=float(p99), mean=mean, min=float(np.min(latencies)),
+                           std=float(np.std(latencies))),
+        throughput_per_s=batch * 1e3 / mean,
+        peak_rss_mb=_peak_rss_mb(),
+        rss_growth_mb=max(_peak_rss_mb() - rss_before, 0.0),
+        conditions={
             "threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)",
             "batch": batch, "runs": runs, "warmup": warmup,
             "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
             "unbound_dims": unbound,
             "cpu": host_cpu().model, "machine": platform.machine(), "isa": host_cpu().isa.name,
             "cpu_flags": list(host_cpu().flags), "python": platform.python_version(),
-            "runtime_version": _runtime_version(manifest["runtime"]),
+            "runtime_version": _runtime_version(manifest.runtime),
         },
-    }
+    )
 
 
 def _runtime_version(runtime: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -23,7 +24,7 @@ def main() -> int:
     except EdgekitError as error:
         print(json.dumps({"error": str(error)}))
         return 1
-    print(json.dumps(result))
+    print(json.dumps(dataclasses.asdict(result)))
     return 0
 
 

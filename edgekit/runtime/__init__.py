@@ -37,13 +37,8 @@ def load(path: str | Path, threads: int | None = None, verify: bool = True) -> S
     """Open the package at `path` (folder or .zip) with the backend its manifest names."""
     package = read_package(path, verify=verify)
     manifest = package.manifest
-    files = tuple(package.root / entry["path"] for entry in manifest["files"])
-    session = open_model(
-        manifest["runtime"], files,
-        tuple(TensorSpec.from_dict(s) for s in manifest["inputs"]),
-        tuple(TensorSpec.from_dict(s) for s in manifest["outputs"]),
-        manifest["target"].get("options", {}), threads,
-    )
+    files = tuple(package.root / entry.path for entry in manifest.files)
+    session = open_model(manifest.runtime, files, manifest.inputs, manifest.outputs, manifest.target.options, threads)
     session.package = package  # a .zip's unpacked folder lives as long as the session
     return session
 

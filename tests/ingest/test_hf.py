@@ -67,7 +67,7 @@ def test_compile_cpu_ort_matches_sentence_transformers(minilm, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
     result = compile(minilm, "cpu-ort", tmp_path / "pkg", "fp32", calib=f"text:{corpus}", bench_runs=3)
-    assert result.manifest["provenance"]["exporter"] == "dynamo"
+    assert result.manifest.provenance["exporter"] == "dynamo"
     session = load(result.package)
     encoded = load_tokenizer(minilm)(SENTENCES, padding=True, return_tensors="np")
     feeds = {spec.name: encoded[spec.name].astype(np.int64) for spec in session.inputs}

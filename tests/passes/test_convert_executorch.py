@@ -113,7 +113,7 @@ def test_graph_xnnpack_cannot_lower_runs_on_portable_kernels(tmp_path):
 
     result = compiler.compile(source, "mobile-executorch", tmp_path / "pkg", "fp32", tmp_path / "data.npz",
                               inputs=(parse_input_spec("x:1x3x8x8"),), bench_runs=2)
-    assert result.manifest["provenance"]["delegate"].startswith("none: XNNPACK's lowering failed")
+    assert result.manifest.provenance["delegate"].startswith("none: XNNPACK's lowering failed")
     module, _ = __import__("models").prelu_head()
     want = module(torch.from_numpy(images[0])).detach().numpy()
     got = list(load(result.package).run({"x": images[0]}).values())[0]

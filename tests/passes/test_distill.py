@@ -128,10 +128,10 @@ def test_prune_then_distill_in_compile(tmp_path, cnn_source, cnn_data):
                       "  - pass: distill\n    with: {epochs: 2, batch_size: 16, ce_weight: 1.0}\n")
     result = compile(cnn_source, "cpu-ort", tmp_path / "pkg", recipe=recipe, calib=cnn_data,
                      inputs=(TensorSpec("image", ("batch", 1, 8, 8), "float32"),), cache_dir=tmp_path / "cache", bench_runs=3)
-    applied = [step["pass"] for step in result.manifest["recipe"]["applied"]]
+    applied = [step["pass"] for step in result.manifest.recipe["applied"]]
     assert applied[:3] == ["prune-structured", "distill", "export-onnx"]
     assert (tmp_path / "cache" / "checkpoints").is_dir()
-    assert result.manifest["metrics"]["fidelity"]["samples"] == 64
-    reports = {report["pass"]: report for report in result.manifest["reports"]}
+    assert result.manifest.metrics.fidelity["samples"] == 64
+    reports = {report["pass"]: report for report in result.manifest.reports}
     assert reports["prune-structured"]["macs_after"] < reports["prune-structured"]["macs_before"]
     assert reports["distill"]["steps"] == 8

@@ -27,7 +27,7 @@ def data(tmp_path_factory) -> Path:
 def test_symbolic_length_takes_the_data_size(tmp_path, data, target):
     result = compiler.compile(SOURCE, target, tmp_path / "pkg", "fp32", data,
                               inputs=(parse_input_spec("x:batchxseqx8"),), bench_runs=2)
-    assert result.manifest["inputs"][0]["shape"] == [1, 12, 8]
+    assert result.manifest.inputs[0].shape == (1, 12, 8)
     feed = np.load(data)["x"][0]
     module, _ = fixed_length()
     want = module(torch.from_numpy(feed)).detach().numpy()

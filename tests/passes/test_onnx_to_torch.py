@@ -206,10 +206,10 @@ def _reference(path, images):
 def test_foreign_onnx_reaches_the_mobile_targets(classifier, tmp_path, target):
     path, data, images = classifier
     result = compiler.compile(path, target, tmp_path / "pkg", "fp32", data, bench_runs=2)
-    steps = [(s["pass"], s["origin"]) for s in result.manifest["steps"]]
+    steps = [(s["pass"], s["origin"]) for s in result.manifest.steps]
     assert ("onnx-to-torch", "inserted") in steps
     # the generic dims ('unk__1', '?', '?') take the data's sizes
-    assert result.manifest["inputs"][0]["shape"] == [1, 3, 24, 40]
+    assert result.manifest.inputs[0].shape == (1, 3, 24, 40)
     session = load(result.package)
     got = np.concatenate([session.run({"x": image})["probs"] for image in images[:6]])
     np.testing.assert_allclose(got, _reference(path, images[:6]), atol=1e-4)  # fp32 throughout
@@ -218,7 +218,7 @@ def test_foreign_onnx_reaches_the_mobile_targets(classifier, tmp_path, target):
 def test_foreign_onnx_quantizes_for_litert(classifier, tmp_path):
     path, data, images = classifier
     result = compiler.compile(path, "mobile-tflite", tmp_path / "pkg", "int8", data, bench_runs=2)
-    assert result.manifest["precision"] == "int8"
+    assert result.manifest.precision == "int8"
     session = load(result.package)
     got = np.concatenate([session.run({"x": image})["probs"] for image in images])
     want = _reference(path, images)

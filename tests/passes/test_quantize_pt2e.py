@@ -68,8 +68,8 @@ def test_compile_with_pt2e_recipe_inserts_export(cnn_source, cnn_data, tmp_path,
     result = compile(cnn_source, "cpu-ort", tmp_path / "pkg", recipe, calib=cnn_data, inputs=(parse_input_spec(CNN_INPUT),),
                      cache_dir=cache_dir, bench_runs=3)
     assert [(s.step.pass_name, s.origin) for s in result.plan.steps][:2] == [("quantize-pt2e", "recipe"), ("export-onnx", "inserted")]
-    assert result.manifest["metrics"]["verdict"]["ok"]
-    assert result.manifest["steps"][1]["fidelity"]["cosine_min"] > 0.99  # export of the quantized program checked
+    assert result.manifest.metrics.verdict.ok
+    assert result.manifest.steps[1]["fidelity"]["cosine_min"] > 0.99  # export of the quantized program checked
     session = load(result.package)
     image = np.load(cnn_data)["image"][:1]
     assert session.run({"image": image})["output"].shape == (1, 4)

@@ -25,7 +25,7 @@ def test_packages_run_f32_and_bf16_only_where_asked(tmp_path, cnn_source, cnn_da
     inputs = (parse_input_spec(CNN_INPUT),)
     result = compiler.compile(cnn_source, "cpu-openvino", tmp_path / "pkg", "fp32", cnn_data, inputs=inputs, bench_runs=2)
     package = load(result.package)
-    assert package.execution_precision == "fp32" and result.manifest["metrics"]["fidelity"]["executed_precision"] == "fp32"
+    assert package.execution_precision == "fp32" and result.manifest.metrics.fidelity["executed_precision"] == "fp32"
     feed = {"image": np.load(cnn_data)["image"][:16]}
     want = runner_for(ingest(cnn_source, inputs))(feed)[0]
     got = list(package.run(feed).values())[0]

@@ -1,0 +1,168 @@
+"""The package manifest: typed and versioned, written by the compile side and checked by the runtime before use.
+
+Its JSON Schema is generated from these classes and published at `docs/manifest.schema.json` (a test keeps it
+current). `Manifest.from_dict` accepts the current schema and the previous one (upgraded on read); anything else,
+an unknown field or a value of the wrong type is refused naming the field. Records that passes fill in their own
+words (a pruning report, a fallback list) stay mappings; what the runtime, bench, console and demo read is typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgekit.errors import UserError
+from edgekit.schema import build, json_schema
+from edgekit.spec import TensorSpec
+
+SCHEMA_VERSION = 2
+# v1 → v2: an unmeasured package's `metrics` is null instead of {}; v1 packages of earlier edgekits may also lack
+# `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which v2 keeps optional
+PREVIOUS_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A file of the package, relative to its root, with the sha256 the runtime checks before loading it."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRecord:
+    """The target the package was built for: its runtime options are the ones the runtime opens it with."""
+
+    name: str
+    device: str
+    runtime: str
+    format: str
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    isa: dict[str, Any] = field(default_factory=dict)  # the instruction set its CPU-dependent choices were made for
+
+
+@dataclass(frozen=True, slots=True)
+class CpuRecord:
+    """The machine the figures were measured on."""
+
+    model: str
+    machine: str
+    flags: tuple[str, ...]
+    isa: str
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Milliseconds per run over the timed runs (percentiles by linear interpolation)."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    std: float
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRecord:
+    """What `edgekit bench` measured, with the conditions it measured under."""
+
+    package: str
+    target: str
+    runtime: str
+    precision: str
+    file_bytes: int
+    load_ms: float
+    first_run_ms: float
+    latency_ms: Latency
+    throughput_per_s: float
+    peak_rss_mb: float
+    rss_growth_mb: float
+    conditions: dict[str, Any]  # threads, batch, runs, warmup, input shapes, CPU and runtime version
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    """The metric the recipe is judged by: value, the source's value, the drop and the limit on it."""
+
+    metric: str
+    value: float
+    reference: float | None
+    drop: float
+    limit: float | None
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The package measured against the source on the evaluation data, and its speed."""
+
+    fidelity: dict[str, Any]  # cosine_mean, cosine_min, max_abs, mse …; top1_agreement and accuracy where they apply
+    verdict: VerdictRecord
+    bench: BenchRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """manifest.json of an edgekit package."""
+
+    schema: Literal[2]  # SCHEMA_VERSION
+    edgekit: str
+    created: str
+    target: TargetRecord
+    runtime: str
+    format: str
+    precision: str
+    files: tuple[FileEntry, ...]  # the main model file first
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    cpu: CpuRecord | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)  # the recipe as given and the passes as applied
+    reports: tuple[dict[str, Any], ...] = ()  # what passes measured: pruning sizes, distillation losses
+    fallback: dict[str, Any] | None = None  # nodes an accuracy-aware quantizer kept in float, and what each cost
+    isa_choice: dict[str, Any] | None = None  # CPU-dependent choices a pass made for the target's ISA
+    float_ops: dict[str, Any] | None = None  # op types a quantizer left in float, with counts
+    steps: tuple[dict[str, Any], ...] = ()  # each step's time, whether it came from the cache, its fidelity check
+    provenance: dict[str, Any] = field(default_factory=dict)  # source, exporter, library versions
+    data: dict[str, Any] = field(default_factory=dict)  # calibration / evaluation statistics and the data report
+    metrics: Metrics | None = None  # None: the target cannot run where the package was built
+    auto: dict[str, Any] | None = None  # `--recipe auto`: the tolerance and every candidate measured
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Manifest:
+        """A checked Manifest from parsed JSON; the previous schema version is upgraded, any other refused."""
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: the manifest is not a JSON object")
+        version = data.get("schema")
+        if version == PREVIOUS_VERSION:
+            data = _upgrade_v1(data)
+        elif version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise UserError(f"{where}: manifest schema {version!r} is not {PREVIOUS_VERSION} or {SCHEMA_VERSION}; "
+                            + ("upgrade edgekit to open it" if newer else "rebuild the package"))
+        return build(cls, data, f"{where}: manifest")
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "schema": SCHEMA_VERSION, "metrics": data.get("metrics") or None}
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema published at docs/manifest.schema.json."""
+    return json_schema(Manifest, title=f"edgekit package manifest, schema {SCHEMA_VERSION}")
+
+
+if __name__ == "__main__":  # python -m edgekit.manifest > docs/manifest.schema.json
+    import json
+
+    print(json.dumps(manifest_schema(), indent=2))

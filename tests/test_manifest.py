@@ -1,0 +1,78 @@
+"""The manifest is typed and versioned: its published JSON Schema is current and accepts what compile writes, the
+previous schema version still opens, and a manifest that is newer, older or malformed is refused naming the field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import UserError
+from edgekit.manifest import SCHEMA_VERSION, Manifest, manifest_schema
+from edgekit.package import read_package
+from edgekit.runtime import load
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "manifest.schema.json"
+
+
+def test_the_published_schema_is_the_one_the_code_checks():
+    assert json.loads(PUBLISHED.read_text()) == manifest_schema(), \
+        "docs/manifest.schema.json is stale: python -m edgekit.manifest > docs/manifest.schema.json"
+    assert manifest_schema()["properties"]["schema"] == {"enum": [SCHEMA_VERSION]}
+
+
+def test_what_compile_writes_validates_against_the_published_schema(cnn_package):
+    import jsonschema
+
+    written = json.loads((cnn_package / "manifest.json").read_text())
+    jsonschema.validate(written, json.loads(PUBLISHED.read_text()))  # an independent validator, not ours
+    with pytest.raises(jsonschema.ValidationError, match="'sha256' is a required property"):
+        broken = json.loads(json.dumps(written))
+        del broken["files"][0]["sha256"]
+        jsonschema.validate(broken, json.loads(PUBLISHED.read_text()))
+
+
+def _copy_with(cnn_package: Path, tmp_path: Path, change) -> Path:
+    copy = tmp_path / "pkg"
+    shutil.copytree(cnn_package, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_previous_version_manifest_still_opens(cnn_package, tmp_path):
+    """Schema 1 as an earlier edgekit wrote it: an unmeasured package's metrics {}, no cpu/isa_choice/float_ops."""
+    def as_v1(manifest: dict) -> None:
+        manifest.update(schema=1, metrics={})
+        for newer in ("cpu", "isa_choice", "float_ops", "fallback", "auto"):
+            manifest.pop(newer, None)
+
+    copy = _copy_with(cnn_package, tmp_path, as_v1)
+    package = read_package(copy)
+    assert package.manifest.schema == SCHEMA_VERSION and package.manifest.metrics is None and package.manifest.cpu is None
+    session = load(copy)
+    assert [spec.name for spec in session.inputs] == ["image"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(schema=3), r"manifest schema 3 is not 1 or 2; upgrade edgekit to open it"),
+    (lambda m: m.update(schema="1"), r"manifest schema '1' is not 1 or 2; rebuild the package"),
+    (lambda m: m["files"][0].update(bytes="big"), r"parameter 'files'\[0\]: parameter 'bytes' = 'big' \(str\); expected an integer"),
+    (lambda m: m.update(loader="evil.py"), r"manifest: unknown parameter 'loader'"),
+    (lambda m: m["target"].pop("runtime"), r"parameter 'target': missing parameter\(s\) runtime"),
+    (lambda m: m["inputs"][0].update(shape="1x3"), r"parameter 'inputs'\[0\]: parameter 'shape' = '1x3' \(str\); expected a list"),
+])
+def test_a_malformed_manifest_is_refused_naming_the_field(cnn_package, tmp_path, change, message):
+    copy = _copy_with(cnn_package, tmp_path, change)
+    with pytest.raises(UserError, match=message):
+        load(copy)
+
+
+def test_a_manifest_round_trips(cnn_package):
+    manifest = read_package(cnn_package).manifest
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())), "round trip") == manifest
+    assert manifest.file_bytes == sum(entry.bytes for entry in manifest.files) > 1000
+    assert manifest.metrics is not None and manifest.metrics.bench.latency_ms.p50 > 0 and manifest.metrics.verdict.ok
