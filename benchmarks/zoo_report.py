@@ -26,8 +26,8 @@ def _share(cells: list[dict], recipe: str) -> tuple[int, int]:
 
 
 def _conditions() -> list[str]:
+    from edgekit.instruments import library_versions
     from edgekit.isa import host_cpu
-    from edgekit.pipeline import library_versions
 
     cpu = host_cpu().to_dict()
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())

@@ -17,13 +17,14 @@ from edgekit.data.report import data_report
 from edgekit.errors import FidelityError, UnsupportedOnTarget
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
 from edgekit.ingest import ingest
+from edgekit.instruments import Instrument, StepRecord, library_versions
 from edgekit.isa import host_cpu
 from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Manifest, Metrics, TargetRecord
 from edgekit.metrics import Evaluation
 from edgekit.model import Model
 from edgekit.package import Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
-from edgekit.pipeline import Instrument, Plan, StepRecord, library_versions, run
+from edgekit.pipeline import Plan, run
 from edgekit.pipeline import plan as make_plan
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.schema import build

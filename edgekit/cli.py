@@ -83,6 +83,20 @@ def _cache_dir(no_cache: bool, cache_dir: Path | None) -> Path | None:
     return cache_dir or Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgekit")
 
 
+def _dump_instruments(folder: Path | None, recipe: str | None) -> tuple:
+    """A DumpSteps instrument for --dump-steps (one recipe's steps, into a new or empty folder), else none."""
+    if folder is None:
+        return ()
+    from edgekit.errors import UserError
+    from edgekit.instruments import DumpSteps
+
+    if recipe == "auto":
+        raise UserError("--dump-steps follows one recipe's steps; with --recipe auto dry-run or compile a candidate")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"--dump-steps {folder} exists and is not an empty folder; give a new one")
+    return (DumpSteps(folder),)
+
+
 def _input_specs(texts: tuple[str, ...]):
     from edgekit.spec import parse_input_spec
 
@@ -105,8 +119,10 @@ def _input_specs(texts: tuple[str, ...]):
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--metric", default=None, help="Judge the package by top1, cosine, mse, max_abs or file.py:function (any recipe).")
 @click.option("--max-drop", type=float, default=None, help="Allowed drop of --metric (auto's default: 0.01 for top1 and cosine).")
+@click.option("--dump-steps", type=click.Path(path_type=Path), default=None,
+              help="Write each step's model to DIR/NN-PASS/ (files + model.json); DIR must be new or empty.")
 def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
-                    cache_dir, no_cache, as_json, metric, max_drop) -> None:
+                    cache_dir, no_cache, as_json, metric, max_drop, dump_steps) -> None:
     """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package.
 
     --recipe auto compiles every recipe the target offers, measures each here, and keeps the
@@ -125,9 +141,10 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     tolerance = None  # --metric / --max-drop judge any recipe; auto has a default
     if recipe == "auto" or metric or max_drop is not None:
         tolerance = parse_evaluation({"metric": metric or "auto", "max_drop": max_drop}, None, "--metric/--max-drop")
+    dump = _dump_instruments(dump_steps, recipe)
     with console.StepDisplay(enabled=not as_json) as display:
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
-                                  bench_runs, threads, progress=display, instruments=(display,), tolerance=tolerance)
+                                  bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance)
     if as_json:
         console.print_json(result.manifest.to_dict())
         return

@@ -9,9 +9,10 @@ from edgekit.autoselect import compile_auto
 from edgekit.build import CompileResult, build_package, recipe_for
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
+from edgekit.instruments import Instrument
 from edgekit.metrics import Evaluation
 from edgekit.passes.base import Progress
-from edgekit.pipeline import Instrument, Plan
+from edgekit.pipeline import Plan
 from edgekit.pipeline import plan as make_plan
 from edgekit.recipe import Recipe
 from edgekit.spec import TensorSpec

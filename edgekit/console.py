@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgekit.instruments import Instrument
 from edgekit.manifest import BenchRecord
 
 WIDE = 200  # when output is a pipe or file, do not squeeze tables into 80 columns
@@ -32,7 +33,7 @@ def print_json(value: Any) -> None:
     out.file.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
-class StepDisplay:
+class StepDisplay(Instrument):
     """A progress line per pipeline step (spinner, bar for counted work, time, 'cached')."""
 
     def __init__(self, enabled: bool = True) -> None:
@@ -50,7 +51,7 @@ class StepDisplay:
         self.progress.__exit__(*exc)
 
     # Instrument
-    def before_step(self, step, model) -> None:
+    def before_step(self, step, model, record) -> None:
         label = step.step.pass_name + (" (inserted)" if step.origin != "recipe" else "")
         self.task = self.progress.add_task(label, total=None)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError, gist
+from edgekit.instruments import Instrument
 from edgekit.manifest import VerdictRecord
 from edgekit.metrics import BUILTIN_METRICS, Evaluation, MetricFunction, load_metric
 from edgekit.model import Format, Model
@@ -215,7 +216,7 @@ def _produced(pass_name: str, model: Model, target: Target | None,
         raise PassFailed(pass_name, refusal) from None
 
 
-class FidelityCheck:
+class FidelityCheck(Instrument):
     """Instrument: a step whose pass promises a tolerance must keep outputs within it.
 
     Models are opened as the target runs them (`runner_for`), and the tolerance follows the
@@ -227,9 +228,6 @@ class FidelityCheck:
         self.target = target
         self._last: tuple[Model, list[list[np.ndarray]], str] | None = None  # the last checked output: the next step's input
         self._noise: float | None = None  # the computed function's fp32 rounding noise, probed when a step needs it
-
-    def before_step(self, step, model: Model) -> None:
-        pass
 
     def _float_noise(self, *models: Model) -> float | None:
         """The fp32 rounding noise of the function the steps compute, probed once on the first model that allows it."""
@@ -248,7 +246,7 @@ class FidelityCheck:
         run = runner_for(model, target=self.target)
         return collect(run, self.feeds), execution_precision(run)
 
-    def after_step(self, step, before: Model, after: Model, record) -> None:
+    def after_step(self, step, before: Model, after: Model, record) -> None:  # type: ignore[override]
         from edgekit.passes.base import get_pass
 
         tolerance = get_pass(step.step.pass_name).tolerance

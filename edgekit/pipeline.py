@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
-import time
 from collections import deque
-from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from edgekit import __version__
-from edgekit.digest import data_sha256
 from edgekit.errors import EdgekitError, PassFailed, UnsupportedOnTarget
+from edgekit.instruments import Instrument, Origin, Provenance, StepCache, StepRecord, Timer
 from edgekit.intent import QuantizeIntent, lower_intent
-from edgekit.isa import resolve_isa
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, Step, conversions, get_pass
 from edgekit.recipe import Recipe
 from edgekit.schema import to_dict
 from edgekit.spec import TensorSpec
 from edgekit.target import Target
-
-Origin = Literal["recipe", "inserted", "lowering"]
-VERSIONED_LIBRARIES = ("torch", "torchao", "onnx", "onnxruntime", "onnxslim", "onnxscript", "onnxconverter-common",
-                       "openvino", "nncf", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tflite2onnx",
-                       "executorch", "torch-pruning", "neural-compressor", "transformers", "tensorrt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,89 +157,45 @@ def _sources_of(goals: frozenset[Format], edges: list[Pass]) -> set[Format]:
     return reached
 
 
-@dataclass
-class StepRecord:
-    """What happened in one step: for the progress display and the manifest."""
-
-    pass_name: str
-    origin: Origin
-    seconds: float
-    cached: bool
-    cache_key: str | None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class Instrument(Protocol):
-    """Hooks around each step (timing display, fidelity checks …), as TVM's PassInstrument."""
-
-    def before_step(self, step: PlannedStep, model: Model) -> None: ...
-    def after_step(self, step: PlannedStep, before: Model, after: Model, record: StepRecord) -> None: ...
-
-
-def library_versions() -> dict[str, str]:
-    found = {"edgekit": __version__}
-    for name in VERSIONED_LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-def cache_key(model: Model, step: PlannedStep, chosen: Pass, ctx: Context) -> str:
-    calibration = ctx.calibration.content_hash() if chosen.uses_calibration and ctx.calibration else None
-    evaluation = ctx.evaluation.content_hash() if chosen.uses_evaluation and ctx.evaluation else None
-    isa = (ctx.target.instruction_set if ctx.target else resolve_isa("host")).name if chosen.uses_isa else None
-    target = {name: getattr(ctx.target, name) for name in chosen.uses_target} if ctx.target else None
-    return data_sha256({
-        "input": model.content_hash, "pass": chosen.name, "version": chosen.version,
-        "config": to_dict(step.step.config), "calibration": calibration, "evaluation": evaluation, "isa": isa,
-        "target": target,
-        "libraries": library_versions(),
-        "inputs": [s.to_dict() for s in model.inputs],
-    })
-
-
 def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
         instruments: tuple[Instrument, ...] = ()) -> tuple[Model, list[StepRecord]]:
-    """Execute the plan. File-format outputs are cached by content; a hit skips the pass."""
+    """Execute the plan with the built-in instruments (provenance, the step cache when `cache_dir` is given, timing)
+    and then `instruments` around each step."""
+    chain = (Provenance(), *((StepCache(cache_dir, ctx),) if cache_dir else ()), Timer(), *instruments)
     records = []
     for step in plan_to_run.steps:
-        chosen = get_pass(step.step.pass_name)
-        for instrument in instruments:
-            instrument.before_step(step, model)
-        started = time.perf_counter()
-        key = cache_key(model, step, chosen, ctx) if cache_dir else None
-        result = _from_cache(cache_dir / key) if key and cache_dir else None
-        cached = result is not None
+        record = StepRecord(step.step.pass_name, step.origin, 0.0, False, None)
+        for instrument in chain:
+            instrument.before_step(step, model, record)
+        result = next((found for instrument in chain if (found := instrument.should_run(step, model, record))), None)
         if result is None:
-            provenance = {"pass": chosen.name, "version": chosen.version, "origin": step.origin,
-                          "config": to_dict(step.step.config)}
-            checkpoints = cache_dir / "checkpoints" / key if key and cache_dir else None
-            result = _run_step(chosen, step, model, ctx, checkpoints)
-            result = result.derive(meta={"passes": [*model.meta.get("passes", []), provenance]})
-            if result.format.in_memory and key:
-                result = result.derive(meta={"content_hash": key})
-            elif key and cache_dir:
-                result = _to_cache(cache_dir / key, result)
-        record = StepRecord(chosen.name, step.origin, time.perf_counter() - started, cached, key)
-        for instrument in instruments:
-            instrument.after_step(step, model, result, record)
+            checkpoints = cache_dir / "checkpoints" / record.cache_key if cache_dir and record.cache_key else None
+            result = _run_step(get_pass(step.step.pass_name), step, model, ctx, checkpoints)
+        for instrument in chain:
+            result = instrument.after_step(step, model, result, record) or result
         records.append(record)
         model = result
     return model, records
 
 
-class TargetReads:
-    """The target as a pass sees it: every attribute read is recorded, so an undeclared one is caught."""
+class Reads:
+    """The target or a dataset as a pass sees it: every attribute read (and len) is recorded, so a use the pass does
+    not declare is caught. Truth (is there data?) is not a read."""
 
-    def __init__(self, target: Any) -> None:
-        object.__setattr__(self, "_target", target)
+    def __init__(self, wrapped: Any) -> None:
+        object.__setattr__(self, "_wrapped", wrapped)
         object.__setattr__(self, "reads", set())
 
     def __getattr__(self, name: str) -> Any:
         self.reads.add(name)
-        return getattr(self._target, name)
+        return getattr(self._wrapped, name)
+
+    def __len__(self) -> int:
+        self.reads.add("__len__")
+        return len(self._wrapped)
+
+    def __bool__(self) -> bool:
+        return bool(self._wrapped)
 
 
 def allowed_target_reads(chosen: Pass) -> set[str]:
@@ -260,51 +205,24 @@ def allowed_target_reads(chosen: Pass) -> set[str]:
 
 
 def _run_step(chosen: Pass, step: PlannedStep, model: Model, ctx: Context, checkpoints: Path | None) -> Model:
-    target = TargetReads(ctx.target) if ctx.target is not None else None
+    target, calibration, evaluation = (None if value is None else Reads(value)
+                                       for value in (ctx.target, ctx.calibration, ctx.evaluation))
     step_ctx = Context(Path(tempfile.mkdtemp(prefix=f"{chosen.name}-", dir=ctx.work_dir)), target,  # type: ignore[arg-type]
-                       ctx.calibration, ctx.evaluation, ctx.logger, ctx.progress, ctx.source, checkpoints)
+                       calibration, evaluation, ctx.logger, ctx.progress, ctx.source, checkpoints)  # type: ignore[arg-type]
     try:
         result = chosen.run(model, step.step.config, step_ctx)
     except EdgekitError:
         raise
     except Exception as error:
         raise PassFailed(chosen.name, error) from error
-    undeclared = sorted(target.reads - allowed_target_reads(chosen)) if target is not None else []
-    if undeclared:  # a bug in the pass: its cached output would be reused for targets that differ there
-        raise PassFailed(chosen.name, TypeError(f"it read target field(s) {', '.join(undeclared)} that its uses_target "
-                                                "does not declare (the step cache would mix targets)"))
+    # a bug in the pass: its cached output would be reused where what it read differs
+    undeclared = [f"target field(s) {', '.join(sorted(target.reads - allowed_target_reads(chosen)))} that its "
+                  "uses_target does not declare"] if target is not None and target.reads - allowed_target_reads(chosen) else []
+    for data, declared, flag in ((calibration, chosen.uses_calibration, "uses_calibration"),
+                                 (evaluation, chosen.uses_evaluation, "uses_evaluation")):
+        if data is not None and data.reads and not declared:
+            undeclared.append(f"{'calibration' if flag == 'uses_calibration' else 'evaluation'} data without {flag}")
+    if undeclared:
+        raise PassFailed(chosen.name, TypeError(f"it read {'; '.join(undeclared)} (the step cache would mix what "
+                                                "it was not keyed by)"))
     return result
-
-
-def _model_record(model: Model, root: Path) -> dict:
-    return {"format": model.format.value, "files": [p.relative_to(root).as_posix() for p in model.files],
-            "inputs": [s.to_dict() for s in model.inputs], "outputs": [s.to_dict() for s in model.outputs],
-            "meta": model.meta}
-
-
-def _to_cache(entry: Path, model: Model) -> Model:
-    """Move the step's files into the cache entry (atomically) and return the model pointing there."""
-    partial = entry.with_name(entry.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    moved = []
-    for path in model.files:
-        shutil.copy2(path, partial / path.name)
-        moved.append(partial / path.name)
-    cached = model.derive(files=tuple(entry / p.name for p in moved))
-    (partial / "model.json").write_text(json.dumps(_model_record(cached.derive(files=tuple(moved)), partial)))
-    shutil.rmtree(entry, ignore_errors=True)
-    partial.rename(entry)
-    return cached
-
-
-def _from_cache(entry: Path) -> Model | None:
-    record_path = entry / "model.json"
-    if not record_path.is_file():
-        return None
-    record = json.loads(record_path.read_text())
-    files = tuple(entry / name for name in record["files"])
-    if not all(path.is_file() for path in files):
-        return None
-    return Model(Format(record["format"]), tuple(TensorSpec.from_dict(s) for s in record["inputs"]),
-                 tuple(TensorSpec.from_dict(s) for s in record["outputs"]), files=files, meta=record["meta"])

@@ -154,3 +154,15 @@ def test_metric_and_max_drop_judge_any_recipe(cnn_source, cnn_data, tmp_path):
     tight = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "b"), "--metric", f"{metric}:always_drops",
                                       "--max-drop", "0.1"])
     assert tight.exit_code == 1 and "dropped by 0.5000" in tight.output and not (tmp_path / "b").exists()
+
+
+def test_dump_steps_refuses_a_folder_with_files_and_auto(cnn_source, tmp_path):
+    (tmp_path / "mine.txt").write_text("the user's")
+    code, _, stderr = invoke("compile", cnn_source, "-t", "cpu-ort", "--input", CNN_INPUT, "-o", tmp_path / "pkg",
+                             "--dump-steps", tmp_path)
+    assert code == 1 and stderr.strip().splitlines()[-1] == (f"error: --dump-steps {tmp_path} exists and is not an "
+                                                            "empty folder; give a new one")
+    assert (tmp_path / "mine.txt").read_text() == "the user's" and not (tmp_path / "pkg").exists()
+    code, _, stderr = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "auto", "--input", CNN_INPUT,
+                             "--dump-steps", tmp_path / "new")
+    assert code == 1 and "--dump-steps follows one recipe's steps" in stderr

@@ -12,7 +12,8 @@ from edgekit.conditioning import float_noise
 from edgekit.errors import FidelityError
 from edgekit.evaluate import NOISE_MARGIN, FidelityCheck
 from edgekit.ingest import ingest
-from edgekit.pipeline import PlannedStep, StepRecord
+from edgekit.instruments import StepRecord
+from edgekit.pipeline import PlannedStep
 from edgekit.recipe import parse_step
 
 

@@ -69,8 +69,9 @@ def test_a_step_whose_model_the_runtime_refuses_is_one_line_naming_the_pass(tmp_
     from onnx import TensorProto, helper, numpy_helper
 
     from edgekit.evaluate import FidelityCheck
+    from edgekit.instruments import StepRecord
     from edgekit.model import Format, Model
-    from edgekit.pipeline import PlannedStep, StepRecord
+    from edgekit.pipeline import PlannedStep
     from edgekit.recipe import parse_step
     from edgekit.spec import TensorSpec
 

@@ -6,6 +6,7 @@ import pytest
 
 from edgekit.compiler import compile, plan
 from edgekit.errors import UnsupportedOnTarget, UserError
+from edgekit.metrics import Evaluation
 from edgekit.spec import parse_input_spec
 
 CNN = (parse_input_spec("image:batchx1x8x8"),)
@@ -116,9 +117,10 @@ def test_fidelity_check_stops_a_step_that_changes_the_outputs(cnn_onnx, tmp_path
     from edgekit.errors import FidelityError
     from edgekit.evaluate import FidelityCheck
     from edgekit.ingest import ingest
+    from edgekit.instruments import StepRecord
     from edgekit.model import Format
     from edgekit.passes.base import Step, get_pass
-    from edgekit.pipeline import PlannedStep, StepRecord
+    from edgekit.pipeline import PlannedStep
 
     graph = onnx.load(str(cnn_onnx))
     weight = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
@@ -154,3 +156,22 @@ def test_a_target_field_a_pass_declares_joins_its_cache_key(cnn_source, cnn_data
     cached = {r.pass_name: r.cached for r in second.records}
     assert [r.cached for r in first.records] == [False] * len(first.records)
     assert cached["convert-openvino"] is True and cached["quantize-nncf"] is False
+
+
+def test_dump_steps_writes_every_intermediate_model(cnn_source, cnn_data, tmp_path):
+    """The dump instrument writes each step's model; the last one is byte for byte the packaged model."""
+    import json
+
+    from edgekit.digest import file_sha256
+    from edgekit.instruments import DumpSteps
+
+    result = compile(cnn_source, "cpu-ort", tmp_path / "pkg", "prune-distill-int8", cnn_data, cnn_data, CNN,
+                     tmp_path / "cache", bench_runs=2, instruments=(DumpSteps(tmp_path / "dump"),),
+                     tolerance=Evaluation("top1", max_drop=1.0))
+    folders = sorted(p.name for p in (tmp_path / "dump").iterdir())
+    assert folders == [f"{i:02d}-{s.step.pass_name}" for i, s in enumerate(result.plan.steps, 1)]
+    pruned = json.loads((tmp_path / "dump" / "01-prune-structured" / "model.json").read_text())
+    assert pruned["format"] == "torch" and "not written" in pruned["note"] and pruned["files"] == []
+    last = tmp_path / "dump" / folders[-1]
+    assert file_sha256(last / "model.onnx") == result.manifest.files[0].sha256
+    assert json.loads((last / "model.json").read_text())["meta"]["passes"][-1]["pass"] == "quantize-static"

@@ -95,16 +95,42 @@ class Peek(Pass):
 class DeclaredPeek(Peek):
     name = "declared-peek-target"
     uses_target = ("options",)
+
+
+class PeekData(Pass):
+    """Sizes its output by the calibration data without declaring uses_calibration: a stale-cache bug."""
+
+    name = "peek-data"
+    accepts = frozenset({Format.ONNX})
+    produces = Format.ONNX
+
+    def run(self, model, config, ctx):
+        len(ctx.calibration)
+        return model
+
+
+class DeclaredPeekData(PeekData):
+    name = "declared-peek-data"
+    uses_calibration = True
 '''
 
 
 def test_a_pass_that_reads_an_undeclared_target_field_fails_naming_it(tmp_path, monkeypatch, cnn_onnx):
     _install(tmp_path, monkeypatch, "peeking_plugin", PEEKING, "peek-target = peeking_plugin:Peek",
-             "declared-peek-target = peeking_plugin:DeclaredPeek")
-    for name in ("peek-target", "declared-peek-target"):
+             "declared-peek-target = peeking_plugin:DeclaredPeek", "peek-data = peeking_plugin:PeekData",
+             "declared-peek-data = peeking_plugin:DeclaredPeekData")
+    for name in ("peek-target", "declared-peek-target", "peek-data", "declared-peek-data"):
         (tmp_path / f"{name}.yaml").write_text(f"steps:\n  - pass: {name}\n")
     with pytest.raises(PassFailed, match=r"^step 'peek-target' failed: TypeError: it read target field\(s\) options that its "
                                          r"uses_target does not declare"):
         compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "a", tmp_path / "peek-target.yaml", bench_runs=2)
     declared = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "b", tmp_path / "declared-peek-target.yaml", bench_runs=2)
     assert ("declared-peek-target", "recipe") in [(s["pass"], s["origin"]) for s in declared.manifest.steps]
+    data = tmp_path / "data.npz"
+    np.savez(data, image=np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(PassFailed, match=r"^step 'peek-data' failed: TypeError: it read calibration data without "
+                                         r"uses_calibration"):
+        compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "c", tmp_path / "peek-data.yaml", data, bench_runs=2)
+    declared = compiler.compile(cnn_onnx, "cpu-ort", tmp_path / "d", tmp_path / "declared-peek-data.yaml", data,
+                                bench_runs=2)
+    assert "declared-peek-data" in [s["pass"] for s in declared.manifest.steps]
