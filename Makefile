@@ -11,12 +11,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-install: $(BIN)/python
+# installed once, and again when the package's requirements change
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[all,dev]" $(TORCH)
+	touch $@
+
+install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/edgekit demo
+	@$(BIN)/edgekit demo
 
 test: install
 	$(BIN)/ruff check edgekit tests benchmarks

@@ -11,10 +11,9 @@ from typing import Any
 
 from edgekit.build import CompileResult, build_package
 from edgekit.errors import EdgekitError, FidelityError, UserError
-from edgekit.evaluate import resolve_metric, verdict
 from edgekit.intent import QuantizeIntent, lower_intent
 from edgekit.manifest import Manifest
-from edgekit.metrics import Evaluation
+from edgekit.metrics import Evaluation, resolve_metric, verdict
 from edgekit.package import Staging, read_package
 from edgekit.passes.base import get_pass
 from edgekit.recipe import Recipe, load_recipe

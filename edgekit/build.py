@@ -15,12 +15,12 @@ from edgekit.catalog import builtin_names
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
 from edgekit.errors import FidelityError, UnsupportedOnTarget
-from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, compare, runner_for, verdict
+from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, runner_for
 from edgekit.ingest import ingest
 from edgekit.instruments import Instrument, StepRecord, library_versions
 from edgekit.isa import host_cpu
 from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Manifest, Metrics, TargetRecord
-from edgekit.metrics import Evaluation
+from edgekit.metrics import Evaluation, compare, verdict
 from edgekit.model import Model
 from edgekit.package import Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, FidelityError, PassFailed, UserError, gist
+from edgekit.errors import EdgekitError, FidelityError, PassFailed, gist
 from edgekit.instruments import Instrument
-from edgekit.manifest import VerdictRecord
-from edgekit.metrics import BUILTIN_METRICS, Evaluation, MetricFunction, load_metric
+from edgekit.metrics import compare
 from edgekit.model import Format, Model
 from edgekit.runtime import BACKENDS
 
@@ -68,120 +66,6 @@ def _torch_runner(model: Model) -> Runner:
 
 def collect(run: Runner, feeds: Iterable[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     return [run(feed) for feed in feeds]
-
-
-def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            labels: np.ndarray | None = None, metric: str = "auto") -> dict:
-    """Fidelity of `candidate` to `reference` (samples × outputs), on the first output; accuracy when labelled.
-
-    A custom `metric` (file.py:function) is also computed, on candidate and on the reference itself.
-    """
-    ref = np.concatenate([_rows(sample[0]) for sample in reference])
-    got = np.concatenate([_rows(sample[0]) for sample in candidate])
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cosine = np.where(norms > 0, (ref * got).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-    metrics = {
-        "samples": len(reference),  # feeds; rows below are each output's leading axis (a time-major output has T rows)
-        "rows": int(len(ref)),
-        "cosine_mean": float(cosine.mean()),
-        "cosine_min": float(cosine.min()),
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "mse": float((diff ** 2).mean()),
-        "max_rel": float(diff.max() / max(np.abs(ref).max(), 1e-12)),
-    }
-    if ref.shape[1] > 1 and reference[0][0].ndim == 2:
-        ref_top = ref.argmax(axis=1)
-        got_top = got.argmax(axis=1)
-        metrics["top1_agreement"] = float((ref_top == got_top).mean())
-        if labels is not None:
-            flat = np.asarray(labels).reshape(-1)[: len(ref_top)]
-            metrics["reference_accuracy"] = float((ref_top == flat).mean())
-            metrics["accuracy"] = float((got_top == flat).mean())
-    if metric not in BUILTIN_METRICS:
-        function = load_metric(metric)[1]
-        ref_outputs, got_outputs = _by_output(reference), _by_output(candidate)
-        metrics["custom"] = {"metric": metric, "value": _call(function, metric, ref_outputs, got_outputs, labels),
-                             "reference": _call(function, metric, ref_outputs, ref_outputs, labels)}
-    return metrics
-
-
-def _by_output(samples: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """Samples × outputs → one array per output, samples joined along the batch axis."""
-    return [np.concatenate([np.atleast_1d(sample[i]) for sample in samples]) for i in range(len(samples[0]))]
-
-
-def _call(function: MetricFunction, name: str, reference: list[np.ndarray], candidate: list[np.ndarray],
-          labels: np.ndarray | None) -> float:
-    try:
-        value = float(function(reference, candidate, labels))
-    except Exception as error:
-        raise UserError(f"custom metric {name} failed: {type(error).__name__}: {error}") from None
-    if not np.isfinite(value):
-        raise UserError(f"custom metric {name} returned {value}; it must return a finite number")
-    return value
-
-
-def _rows(array: np.ndarray) -> np.ndarray:
-    """Per-sample rows: a batch's leading axis stays, the rest is flattened."""
-    array = np.asarray(array, dtype=np.float64)
-    return array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The value of the metric, the source's value, the drop (worse = positive) and the limit on it."""
-
-    metric: str
-    value: float
-    reference: float | None
-    drop: float
-    limit: float | None
-
-    @property
-    def ok(self) -> bool:
-        return self.limit is None or self.drop <= self.limit
-
-    def record(self) -> VerdictRecord:
-        """As the manifest stores it."""
-        return VerdictRecord(self.metric, self.value, self.reference, self.drop, self.limit, self.ok)
-
-
-def resolve_metric(metrics: dict, metric: str) -> str:
-    """`auto` → top1 when labelled data scored a classifier (batch × classes), else cosine to the source.
-
-    Without labels a 2-D output may as well be an embedding ([batch, 384] for MiniLM), where
-    arg-max agreement means nothing; cosine fits both.
-    """
-    if metric == "auto":
-        return "top1" if "accuracy" in metrics else "cosine"
-    return metric
-
-
-def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
-    """The recipe's metric and how far the compiled model fell from the source on it."""
-    metric = resolve_metric(metrics, evaluation.metric)
-    higher = True
-    if metric == "top1":
-        if "accuracy" in metrics:
-            value, reference = metrics["accuracy"], metrics["reference_accuracy"]
-        else:
-            value, reference = metrics.get("top1_agreement", 0.0), 1.0
-    elif metric == "cosine":
-        value, reference = metrics["cosine_mean"], 1.0
-    elif metric in ("mse", "max_abs"):
-        value, reference, higher = metrics[metric], 0.0, False
-    else:
-        if metrics.get("custom", {}).get("metric") != metric:
-            raise UserError(f"custom metric {metric} was not computed for these results")
-        value, reference = metrics["custom"]["value"], metrics["custom"]["reference"]
-        higher = evaluation.higher_is_better
-    drop = (reference - value) if higher else (value - reference)
-    limit = evaluation.max_drop
-    if limit is not None and evaluation.relative and reference:
-        limit = limit * abs(reference)
-    return Verdict(metric, value, reference, drop, limit)
 
 
 QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UserError
-from edgekit.evaluate import compare, verdict
-from edgekit.metrics import Evaluation, load_metric
+from edgekit.metrics import Evaluation, compare, load_metric, verdict
 
 METRIC_FILE = '''
 import numpy as np
@@ -90,3 +89,18 @@ def test_custom_metric_errors(logits, tmp_path):
         load_metric("no_such_module:score")
     with pytest.raises(UserError, match="custom metric .*:broken failed: ValueError: bad shapes"):
         compare(_outputs(reference), _outputs(candidate), labels, f"{tmp_path / 'metrics.py'}:broken")
+
+
+def test_one_score_ranks_candidates_for_every_accuracy_aware_pass():
+    """metrics.sample_score is what fallback, NNCF accuracy control, INC autotune and distillation rank by."""
+    from edgekit.metrics import auto_metric, sample_score
+
+    reference = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    flipped = np.array([[0.0, 1.0, 3.0], [0.0, 2.0, 1.0]])
+    assert sample_score("top1", reference, reference) == 1.0 and sample_score("top1", reference, flipped) == 0.5
+    assert sample_score("top1", reference, flipped, labels=np.array([2, 1])) == 1.0  # labels, not the reference
+    assert sample_score("cosine", reference, 2 * reference) == pytest.approx(1.0)
+    assert sample_score("cosine", reference, flipped) == pytest.approx((1 / 10 + 1) / 2)  # rows: dot 1 over norms 10, identical
+    assert auto_metric(reference, labelled=True) == "top1" and auto_metric(reference, labelled=False) == "cosine"
+    with pytest.raises(UserError, match="metric mse cannot rank candidates sample by sample"):
+        sample_score("mse", reference, flipped)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from edgekit.data import Dataset, load_data
 from edgekit.errors import UserError
+from edgekit.metrics import sample_score
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass
 from edgekit.training import Checkpoint, batch_count, batches, first_output
@@ -217,20 +218,18 @@ class _Scorer:
         self.labelled = subset.labels is not None
 
     def score(self, student: Any) -> tuple[str, float]:
+        """Top-1 accuracy on the labels where there are labels, else cosine to the teacher (metrics.sample_score),
+        averaged over the evaluation samples."""
         import torch
-        import torch.nn.functional as F
 
+        metric = "top1" if self.labelled else "cosine"
         student.eval()
-        correct = count = 0
-        cosines = []
+        total = weight = 0.0
         with torch.no_grad():
             for (inputs, labels), target in zip(self.inputs, self.targets):
-                out = first_output(student(*inputs)).float()
-                if self.labelled and labels is not None:
-                    correct += int((out.reshape(len(labels), -1).argmax(dim=1).cpu() == labels).sum())
-                    count += len(labels)
-                cosines.append(F.cosine_similarity(out.reshape(len(out), -1), target.reshape(len(target), -1), dim=1))
+                out = first_output(student(*inputs)).float().cpu().numpy()
+                wanted = target.cpu().numpy()
+                total += sample_score(metric, wanted, out, None if labels is None else labels.numpy()) * len(out)
+                weight += len(out)
         student.train()
-        if count:
-            return "accuracy", correct / count
-        return "cosine", float(torch.cat(cosines).mean())
+        return ("accuracy" if self.labelled else "cosine"), total / weight

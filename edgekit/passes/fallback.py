@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import FidelityError
-from edgekit.evaluate import Verdict, collect, compare, runner_for, verdict
+from edgekit.evaluate import collect, runner_for
 from edgekit.ingest.onnx import load_graph, onnx_files
-from edgekit.metrics import Evaluation
+from edgekit.metrics import Evaluation, Verdict, compare, verdict
 from edgekit.model import Model
 
 if TYPE_CHECKING:

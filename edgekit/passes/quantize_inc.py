@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from edgekit.errors import MissingBackend, UnsupportedOnTarget, UserError
+from edgekit.metrics import sample_score
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, muted_logs
 from edgekit.passes.pt2e import calibrate
@@ -182,7 +183,7 @@ def _autotune(q: Any, quantize_with: Any, float_module: Any, config: QuantizeInc
     def cosine(module: Any) -> float:
         with torch.no_grad():
             got = [_flat(module(*feed)) for feed in feeds]
-        return float(np.mean([np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30) for a, b in zip(reference, got)]))
+        return float(np.mean([sample_score("cosine", want[None], have[None]) for want, have in zip(reference, got)]))
 
     tried = candidates(config)
     configs = [inc_config(c, str(ctx.work_dir)) for c in tried]

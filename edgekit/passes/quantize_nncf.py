@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -13,6 +13,7 @@ import numpy as np
 from edgekit.errors import FidelityError, MissingBackend, UserError
 from edgekit.intent import QuantizeIntent, granularity_fields
 from edgekit.isa import Isa
+from edgekit.metrics import auto_metric, sample_score
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, Variant, muted_logs
 from edgekit.passes.openvino import ir_result, read_ir, save_ir
@@ -48,7 +49,7 @@ class QuantizeNncfConfig:
     # accuracy control, off while max_drop is None: measured against the float IR on the evaluation data
     # (else the calibration data); NNCF reverts the most harmful quantized ops to float until the drop fits
     max_drop: float | None = field(default=None, metadata={"range": (0.0, 1.0)})
-    metric: Literal["auto", "top1", "cosine"] = "auto"  # auto: top1 for [batch, classes] outputs, else cosine
+    metric: Literal["auto", "top1", "cosine"] = "auto"  # auto: top1 for a labelled classifier, else cosine
     relative: bool = False  # max_drop as a fraction of the float model's metric
     eval_samples: int = field(default=300, metadata={"range": (1, 100_000)})
 
@@ -126,24 +127,6 @@ def quantized_ops(ov_model) -> set[str]:
             and any(value.get_node().get_type_name() == "FakeQuantize" for value in op.input_values())}
 
 
-Score = Callable[[np.ndarray, np.ndarray], float]
-
-
-def _scorer(metric: str, reference: list[np.ndarray], labels) -> tuple[str, Score, list[np.ndarray]]:
-    """The metric's name, a per-sample score (higher is better) and each sample's target."""
-    if metric == "auto":
-        metric = "top1" if reference[0].ndim == 2 and reference[0].shape[1] > 1 else "cosine"
-    if metric == "cosine":
-        def cosine(output: np.ndarray, target: np.ndarray) -> float:
-            got, want = output.reshape(len(output), -1), target.reshape(len(target), -1)
-            norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
-            return float(np.mean((got * want).sum(axis=1) / np.maximum(norms, 1e-30)))
-        return metric, cosine, reference
-    targets = [np.asarray(label).reshape(-1) for label in labels] if labels is not None else [
-        ref.argmax(axis=1) for ref in reference]
-    return metric, lambda output, target: float(np.mean(output.argmax(axis=1) == target)), targets
-
-
 def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], config: QuantizeNncfConfig,
                       ctx: Context) -> tuple[Any, dict]:
     """Keep `quantized` if its drop fits `max_drop`; else NNCF's accuracy control reverts ops to float."""
@@ -155,11 +138,12 @@ def _control_accuracy(nncf, model: Model, quantized, params: dict[str, Any], con
     feeds = list(evaluation.feeds())
     float_model = compile_for(read_ir(model), options)  # measured as the package will run
     reference = [float_model(feed)[0] for feed in feeds]
-    metric, score, targets = _scorer(config.metric, reference, evaluation.labels)
-    items = list(zip(feeds, targets))
+    labels = [None] * len(feeds) if evaluation.labels is None else list(evaluation.labels)
+    metric = auto_metric(reference[0], evaluation.labels is not None) if config.metric == "auto" else config.metric
+    items = list(zip(feeds, reference, labels))
 
     def validate(compiled, data) -> tuple[float, list[float]]:
-        values = [score(compiled(feed)[0], target) for feed, target in data]
+        values = [sample_score(metric, wanted, compiled(feed)[0], label) for feed, wanted, label in data]
         return float(np.mean(values)), values
 
     def drop(value: float) -> float:

@@ -67,7 +67,7 @@ def run_check(target: str, precision: str, max_rel: float | None, min_cosine: fl
     """Compile, load, compare, run batches and threads, bench: one Result."""
     from edgekit.bench.harness import measure
     from edgekit.compiler import compile
-    from edgekit.evaluate import compare
+    from edgekit.metrics import compare
     from edgekit.runtime import load
     from edgekit.spec import parse_input_spec
     from edgekit.target import load_target

@@ -13,8 +13,9 @@ require("neural_compressor.torch.quantization", "neural-compressor")
 
 from edgekit.data import synthetic_data  # noqa: E402
 from edgekit.errors import UnsupportedOnTarget, UserError  # noqa: E402
-from edgekit.evaluate import collect, compare, runner_for  # noqa: E402
+from edgekit.evaluate import collect, runner_for  # noqa: E402
 from edgekit.ingest import ingest  # noqa: E402
+from edgekit.metrics import compare  # noqa: E402
 from edgekit.model import Format  # noqa: E402
 from edgekit.passes.base import Context  # noqa: E402
 from edgekit.passes.export import ExportOnnx, ExportOnnxConfig  # noqa: E402

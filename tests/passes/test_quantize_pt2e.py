@@ -14,8 +14,9 @@ import pytest
 
 from edgekit.data import load_data
 from edgekit.errors import UserError
-from edgekit.evaluate import collect, compare, runner_for
+from edgekit.evaluate import collect, runner_for
 from edgekit.ingest import ingest
+from edgekit.metrics import compare
 from edgekit.model import Format
 from edgekit.passes.base import Context
 from edgekit.passes.export import ExportOnnx, ExportOnnxConfig
