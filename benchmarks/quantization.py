@@ -33,7 +33,7 @@ START, END = "<!-- quantization:start -->", "<!-- quantization:end -->"
 EVAL_SENTENCES = 128
 
 # method name → (recipe steps, the models it applies to)
-STATIC = {"quant_format": "qdq", "per_channel": True, "calibration_samples": 128}
+STATIC = {"quant_format": "qdq", "per_channel": True, "calibration_samples": 128, "activation_type": "int8"}
 ORT_METHODS = {
     "fp32": ([], "both"),
     "fp16 (convert-fp16)": ([{"pass": "optimize-onnx"}, {"pass": "convert-fp16", "with": {"keep_io_types": True}}], "both"),
@@ -49,8 +49,10 @@ ORT_METHODS = {
         **STATIC, "calibrate_method": "percentile", "percentile": 99.99}}], "both"),
     "int8 static QDQ s8, entropy": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
         **STATIC, "calibrate_method": "entropy"}}], "both"),
-    "int8 static QDQ u8 activations, minmax": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
-        **STATIC, "activation_type": "uint8"}}], "digits"),
+    "int8 static QDQ u8 activations, full-range weights, minmax": ([{"pass": "optimize-onnx"}, {
+        "pass": "quantize-static", "with": {**STATIC, "activation_type": "uint8", "reduce_range": False}}], "digits"),
+    "int8 static QDQ u8 activations, 7-bit weights, minmax (default without VNNI)": ([{"pass": "optimize-onnx"}, {
+        "pass": "quantize-static", "with": {**STATIC, "activation_type": "uint8", "reduce_range": True}}], "digits"),
     "int8 static QDQ s8, MatMul only, minmax": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {
         **STATIC, "op_types": ["MatMul"]}}], "minilm"),
     "int8 static QDQ s8, MatMul only, percentile 99.99": ([{"pass": "optimize-onnx"}, {"pass": "quantize-static", "with": {

@@ -22,6 +22,15 @@ def builtin_names(kind: str) -> list[str]:
     return sorted(path.stem for path in builtin_dir(kind).glob("*.yaml"))
 
 
+# per-target recipes of earlier edgekit 0.1 checkouts that became one target-neutral recipe (recipes say what, targets say how)
+FOLDED_RECIPES = {
+    **dict.fromkeys(("int8-static", "int8-nncf", "int8-tflite", "int8-executorch", "int8-tensorrt"), "int8"),
+    "int4-weights-nncf": "int4-weights",
+    **dict.fromkeys(("prune-distill-int8-nncf", "prune-distill-int8-tflite", "prune-distill-int8-executorch"),
+                    "prune-distill-int8"),
+}
+
+
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A built-in name (`cpu-ort`) or a path to a YAML file → the file's path."""
     text = str(name_or_path)
@@ -33,6 +42,9 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
     candidate = builtin_dir(kind) / f"{text}.yaml"
     if candidate.is_file():
         return candidate
+    if kind == "recipes" and text in FOLDED_RECIPES:
+        raise UserError(f"recipe {text} is now {FOLDED_RECIPES[text]}: one recipe that each target quantizes its own "
+                        f"way (--recipe {FOLDED_RECIPES[text]})")
     names = builtin_names(kind)
     raise UserError(f"unknown {kind[:-1]} '{text}'{did_you_mean(text, names)}; built-in: {', '.join(names)}")
 

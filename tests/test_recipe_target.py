@@ -115,6 +115,9 @@ def test_recipe_errors(tmp_path, text, message):
 def test_unknown_names_suggest():
     with pytest.raises(UserError, match=r"unknown recipe 'int8-dynamc' \(did you mean 'int8-dynamic'\?\)"):
         load_recipe("int8-dynamc")
+    with pytest.raises(UserError, match=r"recipe int8-nncf is now int8: one recipe that each target quantizes its own "
+                                        r"way \(--recipe int8\)"):
+        load_recipe("int8-nncf")
     with pytest.raises(UserError, match=r"unknown target 'cpu-or' \(did you mean 'cpu-ort'\?\)"):
         load_target("cpu-or")
     with pytest.raises(UserError, match="target file not found"):
