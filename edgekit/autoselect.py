@@ -17,6 +17,7 @@ from edgekit.metrics import Evaluation, resolve_metric, verdict
 from edgekit.package import Staging, read_package
 from edgekit.passes.base import get_pass
 from edgekit.recipe import Recipe, load_recipe
+from edgekit.scratch import owned_scratch
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
@@ -149,7 +150,7 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
     unavailable = chosen_target.availability()
     if unavailable:
         raise UserError(f"--recipe auto measures on this machine, but target {chosen_target.name} cannot run here: {unavailable}")
-    scratch = Path(tempfile.mkdtemp(prefix="edgekit-auto-"))
+    scratch = owned_scratch(tempfile.gettempdir(), "edgekit-auto-")
     cache = cache_dir or scratch / "cache"  # shared steps (export, optimize) are computed once
     results: dict[str, Any] = {}
     records: list[dict] = []

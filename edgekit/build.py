@@ -28,6 +28,7 @@ from edgekit.pipeline import Plan, run
 from edgekit.pipeline import plan as make_plan
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.schema import build
+from edgekit.scratch import owned_scratch
 from edgekit.spec import TensorSpec
 from edgekit.target import Target, load_target
 
@@ -92,7 +93,7 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     if evaluation is None:
         evaluation = calibration or synthetic_data(model.inputs, SYNTHETIC_SAMPLES, seed=1)
     data_checks = data_report(calibration, evaluation)
-    work_dir = Path(tempfile.mkdtemp(prefix="edgekit-work-"))
+    work_dir = owned_scratch(tempfile.gettempdir(), "edgekit-work-")
     try:
         with Staging(output) as staging:
             ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)

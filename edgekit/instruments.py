@@ -8,6 +8,7 @@ and returning it or a replacement (provenance added, files moved into the cache)
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgekit import __version__
-from edgekit.digest import data_sha256
+from edgekit.digest import data_sha256, file_sha256
 from edgekit.isa import resolve_isa
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, get_pass
 from edgekit.schema import to_dict
+from edgekit.scratch import owned_scratch
 from edgekit.spec import TensorSpec
 
 if TYPE_CHECKING:
@@ -108,7 +110,7 @@ class StepCache(Instrument):
         record.cache_key = cache_key(model, step, self.ctx)
 
     def should_run(self, step: PlannedStep, model: Model, record: StepRecord) -> Model | None:
-        found = _from_cache(self.root / record.cache_key) if record.cache_key else None
+        found = _from_cache(self.root / record.cache_key, self.ctx.logger) if record.cache_key else None
         record.cached = found is not None
         return found
 
@@ -117,7 +119,7 @@ class StepCache(Instrument):
             return None
         if after.format.in_memory:
             return after.derive(meta={"content_hash": record.cache_key})
-        return _to_cache(self.root / record.cache_key, after)
+        return _to_cache(self.root / record.cache_key, after, self.ctx.logger)
 
 
 class Timer(Instrument):
@@ -162,29 +164,51 @@ def _model_record(model: Model, root: Path) -> dict:
             "meta": model.meta}
 
 
-def _to_cache(entry: Path, model: Model) -> Model:
-    """Copy the step's files into the cache entry (atomically) and return the model pointing there."""
-    partial = entry.with_name(entry.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    moved = []
-    for path in model.files:
-        shutil.copy2(path, partial / path.name)
-        moved.append(partial / path.name)
-    cached = model.derive(files=tuple(entry / p.name for p in moved))
-    (partial / "model.json").write_text(json.dumps(_model_record(cached.derive(files=tuple(moved)), partial)))
-    shutil.rmtree(entry, ignore_errors=True)
-    partial.rename(entry)
-    return cached
+def _to_cache(entry: Path, model: Model, log: logging.Logger) -> Model:
+    """Copy the step's files into the cache entry and return the model pointing there. The entry is written under a
+    name of its own and renamed into place, so a concurrent writer of the same key cannot mix files with it: whoever
+    renames first wins and the other uses that entry."""
+    partial = owned_scratch(entry.parent, f"{entry.name}.partial-")
+    try:
+        moved = []
+        for path in model.files:
+            shutil.copy2(path, partial / path.name)
+            moved.append(partial / path.name)
+        cached = model.derive(files=tuple(entry / p.name for p in moved))
+        record = {**_model_record(cached.derive(files=tuple(moved)), partial),
+                  "sha256": {p.name: file_sha256(p) for p in moved}}
+        (partial / "model.json").write_text(json.dumps(record))
+        try:
+            partial.rename(entry)
+        except OSError:  # another writer's entry is there: equal content by key, so use it
+            found = _from_cache(entry, log)
+            if found is None:
+                raise
+            return found
+        return cached
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
-def _from_cache(entry: Path) -> Model | None:
+def _from_cache(entry: Path, log: logging.Logger) -> Model | None:
+    """The model a cache entry holds, after checking it: its files are plain names inside the entry, not links, with
+    the sha256 recorded when it was written. A corrupt or tampered entry is removed (the step runs again)."""
     record_path = entry / "model.json"
     if not record_path.is_file():
         return None
-    record = json.loads(record_path.read_text())
-    files = tuple(entry / name for name in record["files"])
-    if not all(path.is_file() for path in files):
+    try:
+        record = json.loads(record_path.read_text())
+        names, hashes = record["files"], record["sha256"]
+        files = tuple(entry / name for name in names)
+        for name, path in zip(names, files):
+            if Path(name).name != name or path.is_symlink() or not path.is_file():
+                raise ValueError(f"file {name!r} is not a plain file of the entry")
+            if file_sha256(path) != hashes[name]:
+                raise ValueError(f"{name} does not match its sha256")
+        model = Model(Format(record["format"]), tuple(TensorSpec.from_dict(s) for s in record["inputs"]),
+                      tuple(TensorSpec.from_dict(s) for s in record["outputs"]), files=files, meta=record["meta"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        log.warning("step cache entry %s is corrupt (%s): removed, the step runs again", entry.name[:12], error)
+        shutil.rmtree(entry, ignore_errors=True)
         return None
-    return Model(Format(record["format"]), tuple(TensorSpec.from_dict(s) for s in record["inputs"]),
-                 tuple(TensorSpec.from_dict(s) for s in record["outputs"]), files=files, meta=record["meta"])
+    return model

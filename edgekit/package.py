@@ -9,11 +9,12 @@ import tempfile
 import weakref
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from edgekit.digest import file_sha256
 from edgekit.errors import UserError
 from edgekit.manifest import FileEntry, Manifest
+from edgekit.scratch import owned_scratch
 
 MANIFEST = "manifest.json"
 
@@ -26,8 +27,13 @@ class Package:
     manifest: Manifest
 
     @property
+    def files(self) -> tuple[Path, ...]:
+        """The listed files, in order (the main model file first); read_package has checked they lie inside."""
+        return tuple(self.root / entry.path for entry in self.manifest.files)
+
+    @property
     def main_file(self) -> Path:
-        return self.root / self.manifest.files[0].path
+        return self.files[0]
 
     @property
     def runtime(self) -> str:
@@ -35,12 +41,28 @@ class Package:
 
     def verify(self) -> None:
         """Every listed file exists with its recorded sha256; raises UserError naming the first that differs."""
-        for entry in self.manifest.files:
-            path = self.root / entry.path
+        for entry, path in zip(self.manifest.files, self.files):
             if not path.is_file():
                 raise UserError(f"package {self.root}: file {entry.path} is missing")
             if file_sha256(path) != entry.sha256:
                 raise UserError(f"package {self.root}: {entry.path} does not match its sha256 (modified or corrupt)")
+
+    def check_contents(self) -> None:
+        """The folder holds the manifest and the files it lists, nothing else, no links and no path out of it: a
+        runtime opening a file the manifest does not list and hash (ONNX external data, say) is refused here."""
+        listed = set()
+        for entry in self.manifest.files:
+            relative = PurePosixPath(entry.path)
+            if relative.is_absolute() or not relative.parts or ".." in relative.parts or "\\" in entry.path:
+                raise UserError(f"package {self.root}: file path {entry.path!r} leaves the package")
+            listed.add(relative.as_posix())
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_symlink():
+                raise UserError(f"package {self.root}: {name} is a link; a package holds its own files")
+            if path.is_file() and name != MANIFEST and name not in listed:
+                raise UserError(f"package {self.root}: {name} is not listed in the manifest; a package holds only the "
+                                "files its manifest lists and hashes")
 
 
 def read_package(path: str | Path, verify: bool = True) -> Package:
@@ -70,6 +92,7 @@ def _read_folder(path: Path, verify: bool) -> Package:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{manifest_path}: corrupt manifest: {error}") from None
     package = Package(path, Manifest.from_dict(raw, f"package {path}"))
+    package.check_contents()
     if verify:
         package.verify()
     return package
@@ -80,7 +103,7 @@ def _unzip(archive: Path) -> Path:
         for name in zipped.namelist():
             if name.startswith("/") or ".." in Path(name).parts:
                 raise UserError(f"{archive}: unsafe path {name} in the archive")
-        folder = Path(tempfile.mkdtemp(prefix="edgekit-pkg-"))
+        folder = owned_scratch(tempfile.gettempdir(), "edgekit-pkg-")
         try:
             zipped.extractall(folder)
         except BaseException:
@@ -104,15 +127,26 @@ class Staging:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self.zip = self.out.suffix == ".zip"
-        if self.out.exists() and not self._replaceable():
-            raise UserError(f"{self.out} exists and is not an edgekit package; choose another -o")
+        refusal = self._why_not_replaceable() if self.out.exists() or self.out.is_symlink() else None
+        if refusal:
+            raise UserError(f"{self.out} exists and is not an intact edgekit package ({refusal}); nothing was "
+                            "changed: choose another -o")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        self.root = owned_scratch(self.out.parent, f".{self.out.name}.partial-")
 
-    def _replaceable(self) -> bool:
-        if self.out.is_dir():
-            return (self.out / MANIFEST).is_file() or not any(self.out.iterdir())
-        return self.zip and zipfile.is_zipfile(self.out)
+    def _why_not_replaceable(self) -> str | None:
+        """None when `out` may be replaced: an empty folder, or a package that verifies with nothing unlisted in it."""
+        if self.out.is_symlink():
+            return "a link"
+        if self.out.is_dir() and not any(self.out.iterdir()):
+            return None
+        if self.out.is_file() and not (self.zip and zipfile.is_zipfile(self.out)):
+            return "a file that is not a package .zip"
+        try:
+            read_package(self.out)
+        except UserError as error:
+            return str(error).removeprefix(f"package {self.out}: ")
+        return None
 
     def __enter__(self) -> Staging:
         return self

@@ -68,7 +68,8 @@ def test_existing_foreign_folder_is_not_overwritten(cnn_source, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="exists and is not an edgekit package"):
+    with pytest.raises(UserError, match=r"exists and is not an intact edgekit package "
+                                        r"\(.* is not an edgekit package \(no manifest.json\)\)"):
         compile(cnn_source, "cpu-ort", out, "fp32", inputs=CNN, bench_runs=2)
     assert (out / "notes.txt").read_text() == "keep me"
 

@@ -37,8 +37,13 @@ def load(path: str | Path, threads: int | None = None, verify: bool = True) -> S
     """Open the package at `path` (folder or .zip) with the backend its manifest names."""
     package = read_package(path, verify=verify)
     manifest = package.manifest
-    files = tuple(package.root / entry.path for entry in manifest.files)
-    session = open_model(manifest.runtime, files, manifest.inputs, manifest.outputs, manifest.target.options, threads)
+    options = manifest.target.options
+    check_options(manifest.runtime, options, f"package {path}: runtime options")
+    refused = getattr(backend_module(manifest.runtime), "package_refusals", lambda _: [])(options)
+    if refused:
+        raise UserError(f"package {path}: its runtime options set {', '.join(refused)}, which only your own target "
+                        "file may set (a package is someone else's file)")
+    session = open_model(manifest.runtime, package.files, manifest.inputs, manifest.outputs, options, threads)
     session.package = package  # a .zip's unpacked folder lives as long as the session
     return session
 

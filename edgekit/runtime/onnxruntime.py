@@ -24,6 +24,18 @@ class Options:
     preload_dlls: bool = False  # CUDA and cuDNN from the nvidia-* wheels
 
 
+# what a package may pass to an execution provider: which device and how much memory, never a path
+# (an engine cache, a dump folder, a library to load) — a user's own target file may set anything
+PACKAGE_PROVIDER_OPTIONS = frozenset({"device_id", "gpu_mem_limit", "arena_extend_strategy", "cudnn_conv_algo_search",
+                                      "do_copy_in_default_stream", "use_tf32"})
+
+
+def package_refusals(options: dict[str, Any]) -> list[str]:
+    """The provider options a package sets that only a user's own target may (see PACKAGE_PROVIDER_OPTIONS)."""
+    return [f"provider_options.{key}" for entry in options.get("provider_options") or [] for key in entry
+            if key not in PACKAGE_PROVIDER_OPTIONS]
+
+
 def _ort():
     try:
         import onnxruntime

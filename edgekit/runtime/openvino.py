@@ -24,6 +24,12 @@ class Options:
     config: dict[str, Any] = field(default_factory=dict)  # compile_model properties (INFERENCE_PRECISION_HINT …)
 # OpenVINO computes in bf16 by default on CPUs with AVX512_BF16 or AMX: edgekit runs the precision the
 # package was built and measured in, so f32 unless the options ask for another precision
+# what a package (someone else's file) may set in compile_model's config: precision and performance hints, never a
+# place to write or read (CACHE_DIR, a plugin's config file) — a user's own target file may set anything
+PACKAGE_CONFIG = frozenset({"INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "PERFORMANCE_HINT_NUM_REQUESTS",
+                            "NUM_STREAMS", "INFERENCE_NUM_THREADS", "EXECUTION_MODE_HINT", "ENABLE_CPU_PINNING",
+                            "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE", "DYNAMIC_QUANTIZATION_GROUP_SIZE",
+                            "KV_CACHE_PRECISION"})
 PRECISION_HINT = "INFERENCE_PRECISION_HINT"
 EXACT_PRECISION = "f32"
 PRECISION_NAMES = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "f16": "fp16", "float16": "fp16"}
@@ -122,3 +128,8 @@ def _fit_shapes(model, inputs) -> None:
             wanted[index] = dims
     if wanted:
         model.reshape(wanted)
+
+
+def package_refusals(options: dict[str, Any]) -> list[str]:
+    """The options a package sets that only a user's own target may (see PACKAGE_CONFIG)."""
+    return [f"config.{key}" for key in (options.get("config") or {}) if key not in PACKAGE_CONFIG]

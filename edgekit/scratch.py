@@ -1,0 +1,23 @@
+"""Scratch folders named by the process that owns them, so the next run removes what a killed one left behind."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def owned_scratch(parent: str | Path, prefix: str) -> Path:
+    """A new empty folder `<parent>/<prefix><pid>-…`, after removing the `<prefix><pid>-…` folders whose process is
+    gone (a compile killed with SIGKILL cleans nothing up itself)."""
+    import psutil
+
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for leftover in parent.glob(f"{glob.escape(prefix)}*"):
+        owner = leftover.name[len(prefix):].partition("-")[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))

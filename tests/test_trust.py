@@ -1,0 +1,140 @@
+"""Someone else's package, someone else's cache entry, the user's own folders: a package is only the files its
+manifest lists and hashes, a package sets no runtime option that writes or reads elsewhere, `-o` replaces only an
+intact package, and a step cache entry that was tampered with is rebuilt, never shipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CNN_INPUT
+
+from edgekit.compiler import compile
+from edgekit.errors import UserError
+from edgekit.runtime import load
+from edgekit.spec import parse_input_spec
+
+CNN = (parse_input_spec(CNN_INPUT),)
+
+
+def _copy(package: Path, tmp_path: Path, edit=None) -> Path:
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy)
+    if edit is not None:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        edit(manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize("path", ["../outside.onnx", "/etc/hostname", "sub/../../outside.onnx", ""])
+def test_a_manifest_path_that_leaves_the_package_is_refused(cnn_package, tmp_path, path):
+    (tmp_path / "outside.onnx").write_bytes((cnn_package / "model.onnx").read_bytes())
+    copy = _copy(cnn_package, tmp_path, lambda m: m["files"][0].update(path=path))
+    with pytest.raises(UserError, match=r"file path .* leaves the package"):
+        load(copy)
+
+
+def test_links_and_unlisted_files_are_refused(cnn_package, tmp_path):
+    copy = _copy(cnn_package, tmp_path)
+    (tmp_path / "elsewhere.onnx").write_bytes((copy / "model.onnx").read_bytes())
+    (copy / "model.onnx").unlink()
+    (copy / "model.onnx").symlink_to(tmp_path / "elsewhere.onnx")  # same bytes, same sha256: still not its own file
+    with pytest.raises(UserError, match=r"model.onnx is a link; a package holds its own files"):
+        load(copy)
+    (copy / "model.onnx").unlink()
+    shutil.copy(tmp_path / "elsewhere.onnx", copy / "model.onnx")
+    (copy / "weights.data").write_bytes(b"external data the manifest does not hash")
+    with pytest.raises(UserError, match=r"weights.data is not listed in the manifest"):
+        load(copy)
+
+
+@pytest.fixture(scope="module")
+def openvino_package(tmp_path_factory, cnn_source, cnn_data) -> Path:
+    out = tmp_path_factory.mktemp("ov") / "pkg"
+    compile(cnn_source, "cpu-openvino", out, "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    return out
+
+
+def test_a_package_cannot_make_the_runtime_write_elsewhere(openvino_package, tmp_path):
+    cache = tmp_path / "written-by-openvino"
+    copy = _copy(openvino_package, tmp_path, lambda m: m["target"]["options"]["config"].update(CACHE_DIR=str(cache)))
+    with pytest.raises(UserError, match=r"its runtime options set config.CACHE_DIR, which only your own target file"):
+        load(copy)
+    assert not cache.exists()
+    honest = _copy(openvino_package, tmp_path / "honest")
+    assert load(honest).execution_precision == "fp32"  # its own precision hint is one a package may set
+
+
+def test_an_ort_package_sets_no_provider_path(cnn_package, tmp_path):
+    def engine_cache(manifest: dict) -> None:
+        manifest["target"]["options"]["provider_options"] = [{"trt_engine_cache_path": str(tmp_path / "x")}]
+
+    with pytest.raises(UserError, match=r"provider_options.trt_engine_cache_path"):
+        load(_copy(cnn_package, tmp_path, engine_cache))
+
+
+def test_output_replaces_only_an_intact_package(cnn_package, cnn_source, cnn_data, tmp_path):
+    webapp = tmp_path / "webapp"
+    (webapp / "src").mkdir(parents=True)
+    (webapp / "src" / "app.js").write_text("the user's code")
+    (webapp / "manifest.json").write_text('{"name": "my web app"}')  # a PWA manifest, not ours
+    with pytest.raises(UserError, match=r"webapp exists and is not an intact edgekit package .*nothing was changed"):
+        compile(cnn_source, "cpu-ort", webapp, "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    assert (webapp / "src" / "app.js").read_text() == "the user's code"
+    package = _copy(cnn_package, tmp_path)
+    (package / "notes.txt").write_text("the user's notes")
+    with pytest.raises(UserError, match=r"notes.txt is not listed in the manifest"):
+        compile(cnn_source, "cpu-ort", package, "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    assert (package / "notes.txt").read_text() == "the user's notes"
+    (package / "notes.txt").unlink()
+    replaced = compile(cnn_source, "cpu-ort", package, "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    assert replaced.package == package and load(package).inputs[0].name == "image"
+
+
+def _entry_of(cache: Path, result, pass_name: str) -> Path:
+    key = next(r.cache_key for r in result.records if r.pass_name == pass_name)
+    return cache / key
+
+
+@pytest.mark.parametrize("tamper, why", [
+    ("swap", "does not match its sha256"),
+    ("escape", "is not a plain file of the entry"),
+    ("truncate", "is corrupt ("),
+])
+def test_a_tampered_cache_entry_is_rebuilt_not_shipped(cnn_source, cnn_data, tmp_path, caplog, tamper, why):
+    cache = tmp_path / "cache"
+    first = compile(cnn_source, "cpu-ort", tmp_path / "a", "int8", cnn_data, cnn_data, CNN, cache, bench_runs=2)
+    int8 = _entry_of(cache, first, "quantize-static")
+    fp32 = _entry_of(cache, first, "optimize-onnx")
+    record = json.loads((int8 / "model.json").read_text())
+    if tamper == "swap":  # the int8 entry now holds the fp32 model
+        shutil.copy(fp32 / "model.onnx", int8 / "model.onnx")
+    elif tamper == "escape":
+        (int8 / "model.json").write_text(json.dumps({**record, "files": ["../../../../etc/hostname"]}))
+    else:
+        (int8 / "model.json").write_text((int8 / "model.json").read_text()[:40])
+    with caplog.at_level("WARNING", logger="edgekit"):
+        second = compile(cnn_source, "cpu-ort", tmp_path / "b", "int8", cnn_data, cnn_data, CNN, cache, bench_runs=2)
+    assert "step cache entry" in caplog.text and why in caplog.text
+    assert {r.pass_name: r.cached for r in second.records}["quantize-static"] is False
+    assert second.manifest.files[0].sha256 == first.manifest.files[0].sha256  # the int8 model, rebuilt
+    assert [entry.path for entry in second.manifest.files] == ["model.onnx"]
+    third = compile(cnn_source, "cpu-ort", tmp_path / "c", "int8", cnn_data, cnn_data, CNN, cache, bench_runs=2)
+    assert all(r.cached for r in third.records)  # the rebuilt entry is trusted again
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next(cnn_source, cnn_data, tmp_path):
+    import os
+
+    dead, alive = 99_999_999, os.getpid()  # no such process; this one
+    stale = tmp_path / f".pkg.partial-{dead}-abc"
+    running = tmp_path / f".pkg.partial-{alive}-def"
+    for folder in (stale, running):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half written")
+    compile(cnn_source, "cpu-ort", tmp_path / "pkg", "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
+    assert not stale.exists() and running.exists()  # a live process's folder is its own business
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pkg", running.name])
