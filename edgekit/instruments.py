@@ -198,6 +198,8 @@ def _from_cache(entry: Path, log: logging.Logger) -> Model | None:
         return None
     try:
         record = json.loads(record_path.read_text())
+        if "sha256" not in record:
+            raise ValueError("it lists no file hashes (an older edgekit wrote it)")
         names, hashes = record["files"], record["sha256"]
         files = tuple(entry / name for name in names)
         for name, path in zip(names, files):
