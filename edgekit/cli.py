@@ -98,9 +98,15 @@ def _dump_instruments(folder: Path | None, recipe: str | None) -> tuple:
 
 
 def _input_specs(texts: tuple[str, ...]):
+    from edgekit.errors import UserError
     from edgekit.spec import parse_input_spec
 
-    return tuple(parse_input_spec(text) for text in texts)
+    specs = tuple(parse_input_spec(text) for text in texts)
+    names = [spec.name for spec in specs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"--input {', '.join(repeated)} given more than once; give each input once")
+    return specs
 
 
 @main.command("compile")
@@ -112,7 +118,7 @@ def _input_specs(texts: tuple[str, ...]):
 @click.option("--input", "inputs", multiple=True, help="Input spec name:DIMS:dtype, e.g. image:batchx3x32x32:float32.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Package folder or .zip.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
-@click.option("--threads", type=int, default=None, help="Threads for the measurement after compiling.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the measurement after compiling.")
 @click.option("--bench-runs", type=int, default=50, show_default=True, help="Timed runs after compiling.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
 @click.option("--no-cache", is_flag=True, help="Run every step afresh.")
@@ -155,7 +161,7 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
 
 @main.command("bench")
 @click.argument("packages", nargs=-1, required=True)
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: the runtime's).")
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--runs", type=int, default=100, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
@@ -209,7 +215,7 @@ def recipes_command(as_json) -> None:
 @main.command("demo")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per package.")
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True)
 def demo_command(output, runs, threads, as_json) -> None:
     """Train the digits CNN, compile it for every CPU target available here, bench, print the table."""

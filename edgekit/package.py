@@ -98,11 +98,26 @@ def _read_folder(path: Path, verify: bool) -> Package:
     return package
 
 
+# a package .zip is checked before anything is extracted: total size and compression ratio (a zip bomb), and names
+UNZIPPED_LIMIT = 8 * 2**30  # bytes
+RATIO_LIMIT = 200  # expanded / compressed, per entry (model weights compress 1-5x; 512 MiB of zeros ~1000x)
+
+
 def _unzip(archive: Path) -> Path:
     with zipfile.ZipFile(archive) as zipped:
-        for name in zipped.namelist():
+        entries = zipped.infolist()
+        names = [entry.filename for entry in entries]
+        for name in names:
             if name.startswith("/") or ".." in Path(name).parts:
                 raise UserError(f"{archive}: unsafe path {name} in the archive")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise UserError(f"{archive}: {', '.join(repeated)} appear more than once in the archive")
+        if sum(entry.file_size for entry in entries) > UNZIPPED_LIMIT:
+            raise UserError(f"{archive}: expands to more than {UNZIPPED_LIMIT / 2**30:.0f} GiB; not a package to unpack")
+        bombs = [e.filename for e in entries if e.file_size > 2**20 and e.file_size > RATIO_LIMIT * max(e.compress_size, 1)]
+        if bombs:
+            raise UserError(f"{archive}: {bombs[0]} expands over {RATIO_LIMIT}x its compressed size; not a package to unpack")
         folder = owned_scratch(tempfile.gettempdir(), "edgekit-pkg-")
         try:
             zipped.extractall(folder)
@@ -131,8 +146,11 @@ class Staging:
         if refusal:
             raise UserError(f"{self.out} exists and is not an intact edgekit package ({refusal}); nothing was "
                             "changed: choose another -o")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.root = owned_scratch(self.out.parent, f".{self.out.name}.partial-")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.root = owned_scratch(self.out.parent, f".{self.out.name}.partial-")
+        except OSError as error:
+            raise UserError(f"cannot write {self.out}: {error.strerror or error}") from None
 
     def _why_not_replaceable(self) -> str | None:
         """None when `out` may be replaced: an empty folder, or a package that verifies with nothing unlisted in it."""

@@ -59,6 +59,12 @@ def broken_factory():
     raise RuntimeError("weights file is gone")
 
 
+def exiting_factory():
+    import sys
+
+    sys.exit(0)
+
+
 class OutlierMLP(nn.Module):
     """features [batch,16] → 4, with one hidden channel ~1000x larger than the others.
 

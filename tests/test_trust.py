@@ -138,3 +138,41 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(cnn_source, cnn_data,
     compile(cnn_source, "cpu-ort", tmp_path / "pkg", "fp32", cnn_data, cnn_data, CNN, bench_runs=2)
     assert not stale.exists() and running.exists()  # a live process's folder is its own business
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pkg", running.name])
+
+
+def test_bad_input_is_one_line_not_a_traceback_or_a_silent_success(cnn_package, tmp_path):
+    """Cases of the red-team list: each a one-line error with a non-zero exit, nothing written."""
+    import zipfile
+
+    from click.testing import CliRunner
+    from conftest import MODELS
+
+    from edgekit.cli import main
+
+    def invoke(*args):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        return result.exit_code, result.stderr.strip().splitlines()
+
+    code, lines = invoke("compile", f"{MODELS}:exiting_factory", "-t", "cpu-ort", "-o", tmp_path / "exit")
+    assert code == 1 and lines[-1].endswith("exiting_factory() raised SystemExit: 0") and not (tmp_path / "exit").exists()
+    code, lines = invoke("compile", f"{MODELS}:tiny_cnn", "-t", "cpu-ort", "--input", CNN_INPUT, "--input", "image:1x1x8x8")
+    assert code == 1 and lines[-1] == "error: --input image given more than once; give each input once"
+    code, lines = invoke("compile", f"{MODELS}:tiny_cnn", "-t", "cpu-ort", "--input", CNN_INPUT, "-o", "/proc/edgekit")
+    assert code == 1 and lines[-1].startswith("error: cannot write /proc/edgekit:")
+    code, lines = invoke("bench", cnn_package, "--threads", "-1")
+    assert code == 2 and "-1 is not in the range x>=1" in lines[-1]
+    with pytest.raises(UserError, match=r"feeds: expected a mapping of input name → numpy array, got NoneType"):
+        load(cnn_package).run(None)  # type: ignore[arg-type]
+    doubled = tmp_path / "doubled.zip"
+    with zipfile.ZipFile(doubled, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        for path in sorted(cnn_package.iterdir()):
+            archive.write(path, path.name)
+        archive.writestr("model.onnx", b"the last one would win")
+    with pytest.raises(UserError, match=r"model.onnx appear more than once in the archive"):
+        load(doubled)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", "{}")
+        archive.writestr("model.onnx", bytes(64 * 2**20))  # 64 MiB of zeros in ~64 kB
+    with pytest.raises(UserError, match=r"model.onnx expands over 200x its compressed size"):
+        load(bomb)

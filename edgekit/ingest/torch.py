@@ -37,14 +37,14 @@ def read_factory(path: Path, factory: str, input_specs: tuple[TensorSpec, ...]) 
     sys.modules[module_name] = user_module
     try:
         spec.loader.exec_module(user_module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in user code is a failure, not edgekit's exit
         raise UserError(f"{path}: importing it raised {type(error).__name__}: {error}") from error
     function = getattr(user_module, factory, None)
     if not callable(function):
         raise UserError(f"{path} has no callable '{factory}'")
     try:
         made = function()
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise UserError(f"{path}:{factory}() raised {type(error).__name__}: {error}") from error
     module, examples = made if isinstance(made, tuple) else (made, None)
     if not isinstance(module, torch.nn.Module):

@@ -45,6 +45,9 @@ class Session:
     def check(self, feeds: Mapping[str, Any]) -> None:
         """Raise UserError naming the input when a feed is missing, unknown, or of the wrong dtype or shape."""
         expected = [spec.name for spec in self.inputs]
+        if not isinstance(feeds, Mapping):
+            raise UserError(f"feeds: expected a mapping of input name → numpy array, got {type(feeds).__name__} "
+                            f"(the model takes {', '.join(expected)})")
         missing = [name for name in expected if name not in feeds]
         unknown = [name for name in feeds if name not in expected]
         if missing or unknown:
