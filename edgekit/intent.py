@@ -29,8 +29,8 @@ class QuantizeIntent:
     group_size: int | None = field(default=None, metadata={"range": (8, 4096)})  # weights per scale, per-group only
     calibration_samples: int | None = field(default=None, metadata={"range": (1, 100_000)})  # static only
 
-    def key(self, scheme: str | None = None) -> str:
-        return f"{self.precision}/{scheme or self.scheme}"
+    def key(self) -> str:
+        return f"{self.precision}/{self.scheme}"
 
     def to_dict(self) -> dict:
         return {"quantize": {k: v for k, v in to_dict(self).items() if v is not None}}
