@@ -95,6 +95,10 @@ def _opset_upgrade(model: Model, planned: list[Step], target: Target) -> list[Pl
     have = int(model.meta.get("opset") or 0)
     if model.format is not Format.ONNX or not have:
         return []
+    if target.format is Format.ONNX and have > target.constraints.opset_max:
+        raise UnsupportedOnTarget(f"the model has ONNX opset {have}; target {target.name} takes opsets "
+                                  f"{target.constraints.opset_min} to {target.constraints.opset_max} (edgekit does not "
+                                  "downgrade opsets: export the model at a lower one)")
     needs = {f"target {target.name}": target.constraints.opset_min} if target.format is Format.ONNX else {}
     for step in planned:
         chosen = get_pass(step.pass_name)

@@ -175,3 +175,11 @@ def test_dump_steps_writes_every_intermediate_model(cnn_source, cnn_data, tmp_pa
     last = tmp_path / "dump" / folders[-1]
     assert file_sha256(last / "model.onnx") == result.manifest.files[0].sha256
     assert json.loads((last / "model.json").read_text())["meta"]["passes"][-1]["pass"] == "quantize-static"
+
+
+def test_a_model_above_the_targets_opset_range_is_refused(cnn_onnx, tmp_path):
+    target = tmp_path / "old-ort.yaml"
+    target.write_text("name: old-ort\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n"
+                      "constraints: {opset_min: 11, opset_max: 17}\n")
+    with pytest.raises(UnsupportedOnTarget, match=r"the model has ONNX opset 2\d; target old-ort takes opsets 11 to 17"):
+        plan(cnn_onnx, target, "fp32")

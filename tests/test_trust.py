@@ -176,3 +176,18 @@ def test_bad_input_is_one_line_not_a_traceback_or_a_silent_success(cnn_package, 
         archive.writestr("model.onnx", bytes(64 * 2**20))  # 64 MiB of zeros in ~64 kB
     with pytest.raises(UserError, match=r"model.onnx expands over 200x its compressed size"):
         load(bomb)
+
+
+def test_a_random_pte_is_refused_before_executorch_can_abort_the_process(tmp_path):
+    """ExecuTorch's loader aborts (SIGABRT) on some malformed files: run in a child, which must exit cleanly."""
+    import subprocess
+    import sys
+
+    garbage = tmp_path / "random.pte"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    child = subprocess.run([sys.executable, "-c", "from edgekit.runtime.executorch import load_program\n"
+                            "from edgekit.errors import UserError\n"
+                            f"try:\n    load_program({str(garbage)!r})\nexcept UserError as error:\n    print(error)"],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-500:]
+    assert child.stdout.strip() == f"{garbage} is not a valid ExecuTorch program: no ExecuTorch flatbuffer header"

@@ -6,8 +6,10 @@ The bindings take and return torch tensors, so this backend imports torch (insid
 from __future__ import annotations
 
 import importlib.util
+import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -59,7 +61,13 @@ def _require_xnnpack() -> None:
 
 
 def load_program(path):
-    """The program in a .pte file; a file that is not one is a UserError."""
+    """The program in a .pte file; a file that is not one is a UserError. The flatbuffer header is checked first:
+    ExecuTorch's loader aborts the whole process (SIGABRT) on some malformed files instead of raising."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    root = int.from_bytes(head[:4], "little")
+    if len(head) < 8 or not re.fullmatch(rb"ET\d\d", head[4:8]) or not 8 <= root < Path(path).stat().st_size:
+        raise UserError(f"{path} is not a valid ExecuTorch program: no ExecuTorch flatbuffer header")
     try:
         return runtime().load_program(path)
     except RuntimeError as error:
