@@ -9,6 +9,7 @@ words (a pruning report, a fallback list) stay mappings; what the runtime, bench
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -144,6 +145,9 @@ class Manifest:
         if not isinstance(data, dict):
             raise UserError(f"{where}: the manifest is not a JSON object")
         version = data.get("schema")
+        escaped = _control_characters(data, "manifest")
+        if escaped:
+            raise UserError(f"{where}: {escaped} holds control characters (terminal escape sequences); refused")
         if version == PREVIOUS_VERSION:
             data = _upgrade_v1(data)
         elif version != SCHEMA_VERSION:
@@ -151,6 +155,26 @@ class Manifest:
             raise UserError(f"{where}: manifest schema {version!r} is not {PREVIOUS_VERSION} or {SCHEMA_VERSION}; "
                             + ("upgrade edgekit to open it" if newer else "rebuild the package"))
         return build(cls, data, f"{where}: manifest")
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 (but tab and newline), DEL, C1
+
+
+def _control_characters(value: Any, where: str) -> str | None:
+    """Where in parsed JSON a string (or key) holds a control character that would drive a terminal, or None."""
+    if isinstance(value, str):
+        return where if CONTROL.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _control_characters(key, f"{where} key") or _control_characters(item, f"{where}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _control_characters(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ class Checkpoint:
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
             module.load_state_dict(saved["module"])
-        except (RuntimeError, KeyError, EOFError) as error:
-            log.warning("checkpoint %s does not fit this run (%s): starting afresh", self.path, str(error).splitlines()[0])
+        except (RuntimeError, KeyError, EOFError, ValueError, OSError, pickle.UnpicklingError) as error:
+            why = ("not a plain weights file" if isinstance(error, pickle.UnpicklingError)  # never loaded with pickle
+                   else (str(error).strip().splitlines() or [type(error).__name__])[0])
+            log.warning("checkpoint %s is corrupt or does not fit this run (%s): starting afresh", self.path, why)
             return fresh
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])

@@ -76,3 +76,11 @@ def test_a_manifest_round_trips(cnn_package):
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())), "round trip") == manifest
     assert manifest.file_bytes == sum(entry.bytes for entry in manifest.files) > 1000
     assert manifest.metrics is not None and manifest.metrics.bench.latency_ms.p50 > 0 and manifest.metrics.verdict.ok
+
+
+def test_terminal_escapes_in_a_manifest_never_reach_the_screen(cnn_package, tmp_path):
+    copy = _copy_with(cnn_package, tmp_path, lambda m: m["target"].update(name="cpu-ort\x1b[2J\x1b]0;owned\x07"))
+    with pytest.raises(UserError, match=r"manifest.target.name holds control characters \(terminal escape sequences\)"):
+        load(copy)
+    copy = _copy_with(cnn_package, tmp_path / "ok", lambda m: m["recipe"].update(description="line one\n\tline two"))
+    assert read_package(copy).manifest.recipe["description"] == "line one\n\tline two"  # newlines and tabs are text

@@ -191,3 +191,14 @@ def test_a_random_pte_is_refused_before_executorch_can_abort_the_process(tmp_pat
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-500:]
     assert child.stdout.strip() == f"{garbage} is not a valid ExecuTorch program: no ExecuTorch flatbuffer header"
+
+
+def test_an_empty_data_set_is_one_line(tmp_path):
+    import numpy as np
+
+    from edgekit.data import load_data
+
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, image=np.zeros((0, 1, 8, 8), np.float32))
+    with pytest.raises(UserError, match=r"empty.npz: input\(s\) image hold no samples"):
+        load_data(empty, CNN)

@@ -74,6 +74,9 @@ def fit_to_specs(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], o
     missing = [name for name in names if name not in arrays]
     if missing:
         raise UserError(f"{origin}: no array for input(s) {', '.join(missing)}; it has {', '.join(arrays) or 'none'}")
+    empty = [name for name in names if np.asarray(arrays[name]).ndim and not len(arrays[name])]
+    if empty:
+        raise UserError(f"{origin}: input(s) {', '.join(empty)} hold no samples")
     fitted: dict[str, np.ndarray] = {}
     for spec in specs:
         array = _cast(np.asarray(arrays[spec.name]), spec, origin)

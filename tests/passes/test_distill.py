@@ -96,6 +96,19 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert again.meta["reports"][-1]["resumed_from"] == 12
 
 
+def test_a_corrupt_checkpoint_restarts_the_run(tmp_path, caplog):
+    teacher, data = _teacher(), _data(labels=True)
+    params = {"steps": 4, "batch_size": 16, "lr": 1e-2, "seed": 3}
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "checkpoint.pt").write_bytes(b"garbage" * 10)  # a disk error, a killed write of an old edgekit
+    with caplog.at_level("WARNING", logger="edgekit"):
+        trained = _distill(_student(teacher), params, Context(tmp_path, calibration=data, source=teacher,
+                                                              checkpoints=tmp_path / "ck"))
+    assert "is corrupt or does not fit this run (not a plain weights file): starting afresh" in caplog.text
+    report = trained.meta["reports"][-1]
+    assert report["steps"] == 4 and not report.get("resumed_from")
+
+
 def test_early_stopping_and_student_factory(tmp_path):
     teacher, data = _teacher(), _data(labels=True)
     ctx = Context(tmp_path, calibration=data, evaluation=data, source=teacher)
