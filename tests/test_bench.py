@@ -25,3 +25,16 @@ def test_each_package_in_its_own_process(cnn_package):
 def test_bad_arguments():
     with pytest.raises(UserError, match="runs and batch must be at least 1"):
         bench(["x"], runs=0)
+
+
+def test_a_zip_package_is_unpacked_once_per_measurement(cnn_package, tmp_path, monkeypatch):
+    import shutil
+
+    from edgekit import package as package_module
+
+    archive = shutil.make_archive(str(tmp_path / "cnn"), "zip", cnn_package)
+    unpacked = []
+    real_unzip = package_module._unzip
+    monkeypatch.setattr(package_module, "_unzip", lambda path: unpacked.append(path) or real_unzip(path))
+    result = measure(archive, threads=1, runs=3, warmup=1)
+    assert len(unpacked) == 1 and result.latency_ms.p50 > 0

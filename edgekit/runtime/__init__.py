@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import UserError
-from edgekit.package import read_package
+from edgekit.package import Package, read_package
 from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
 
@@ -30,19 +30,23 @@ BACKENDS: dict[str, Backend] = {
     "executorch": Backend("edgekit.runtime.executorch:ExecutorchSession", "executorch"),
 }
 
-__all__ = ["BACKENDS", "Backend", "Session", "backend_module", "load", "open_model"]
+__all__ = ["BACKENDS", "Backend", "Session", "backend_module", "load", "open_model", "open_package"]
 
 
 def load(path: str | Path, threads: int | None = None, verify: bool = True) -> Session:
     """Open the package at `path` (folder or .zip) with the backend its manifest names."""
-    package = read_package(path, verify=verify)
+    return open_package(read_package(path, verify=verify), threads)
+
+
+def open_package(package: Package, threads: int | None = None) -> Session:
+    """A Session over a package already read (and, for a .zip, unpacked once)."""
     manifest = package.manifest
     options = manifest.target.options
-    check_options(manifest.runtime, options, f"package {path}: runtime options")
+    check_options(manifest.runtime, options, f"package {package.root}: runtime options")
     refused = getattr(backend_module(manifest.runtime), "package_refusals", lambda _: [])(options)
     if refused:
-        raise UserError(f"package {path}: its runtime options set {', '.join(refused)}, which only your own target "
-                        "file may set (a package is someone else's file)")
+        raise UserError(f"package {package.root}: its runtime options set {', '.join(refused)}, which only your own "
+                        "target file may set (a package is someone else's file)")
     session = open_model(manifest.runtime, package.files, manifest.inputs, manifest.outputs, options, threads)
     session.package = package  # a .zip's unpacked folder lives as long as the session
     return session
