@@ -57,6 +57,11 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
         )
     if target.constraints.static_shapes:
         _require_static(model.inputs, target)
+    opset = int(model.meta.get("opset") or 0) if model.format is Format.ONNX else 0
+    if target.format is Format.ONNX and opset > target.constraints.opset_max:
+        raise UnsupportedOnTarget(f"the model has ONNX opset {opset}; target {target.name} takes opsets "
+                                  f"{target.constraints.opset_min} to {target.constraints.opset_max} (edgekit does not "
+                                  "downgrade opsets: export the model at a lower one)")
     steps: list[PlannedStep] = []
     current = model.format
     recipe_steps = lowered_steps(recipe, target)
@@ -95,10 +100,6 @@ def _opset_upgrade(model: Model, planned: list[Step], target: Target) -> list[Pl
     have = int(model.meta.get("opset") or 0)
     if model.format is not Format.ONNX or not have:
         return []
-    if target.format is Format.ONNX and have > target.constraints.opset_max:
-        raise UnsupportedOnTarget(f"the model has ONNX opset {have}; target {target.name} takes opsets "
-                                  f"{target.constraints.opset_min} to {target.constraints.opset_max} (edgekit does not "
-                                  "downgrade opsets: export the model at a lower one)")
     needs = {f"target {target.name}": target.constraints.opset_min} if target.format is Format.ONNX else {}
     for step in planned:
         chosen = get_pass(step.pass_name)
