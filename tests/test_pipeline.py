@@ -12,6 +12,14 @@ from edgekit.spec import parse_input_spec
 CNN = (parse_input_spec("image:batchx1x8x8"),)
 
 
+def _ort_target(folder, name: str, constraints: str = "{}", device: str = "cpu"):
+    """A one-precision (fp32) ONNX Runtime target file with the given constraints."""
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndevice: {device}\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n"
+                    f"constraints: {constraints}\n")
+    return path
+
+
 def test_torch_source_gets_export_inserted_before_onnx_steps(cnn_source):
     steps = plan(cnn_source, "cpu-ort", "int8", CNN).describe()
     assert [(s["pass"], s["origin"]) for s in steps] == [
@@ -30,16 +38,13 @@ def test_precision_name_picks_the_targets_recipe(cnn_onnx):
 
 
 def test_unsupported_precision_lists_what_the_target_takes(cnn_onnx, tmp_path):
-    target = tmp_path / "fp32-only.yaml"
-    target.write_text("name: fp32-only\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n")
+    target = _ort_target(tmp_path, "fp32-only")
     with pytest.raises(UnsupportedOnTarget, match="does not support precision int8 .*it supports fp32"):
         plan(cnn_onnx, target, "int8")
 
 
 def test_static_shape_target_names_the_symbolic_dim_and_the_fix(cnn_onnx, tmp_path):
-    target = tmp_path / "static.yaml"
-    target.write_text("name: static\ndevice: npu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n"
-                      "constraints: {static_shapes: true}\n")
+    target = _ort_target(tmp_path, "static", "{static_shapes: true}", device="npu")
     with pytest.raises(UnsupportedOnTarget, match=r"symbolic dim 'batch'; fix it with --input image:1x1x8x8:float32"):
         plan(cnn_onnx, target, "fp32")
     assert plan(cnn_onnx, target, "fp32", (parse_input_spec("image:1x1x8x8"),)).steps == ()
@@ -178,8 +183,6 @@ def test_dump_steps_writes_every_intermediate_model(cnn_source, cnn_data, tmp_pa
 
 
 def test_a_model_above_the_targets_opset_range_is_refused(cnn_onnx, tmp_path):
-    target = tmp_path / "old-ort.yaml"
-    target.write_text("name: old-ort\ndevice: cpu\nruntime: onnxruntime\nformat: onnx\nprecisions: [fp32]\n"
-                      "constraints: {opset_min: 11, opset_max: 17}\n")
+    target = _ort_target(tmp_path, "old-ort", "{opset_min: 11, opset_max: 17}")
     with pytest.raises(UnsupportedOnTarget, match=r"the model has ONNX opset 2\d; target old-ort takes opsets 11 to 17"):
         plan(cnn_onnx, target, "fp32")
