@@ -240,7 +240,7 @@ def _measured(candidate: Candidate, manifest: Manifest) -> dict:
 def _write(package: Path, output: Path, manifest: Manifest) -> Path:
     """Copy the winning package to `output` (folder or .zip) with its new manifest, atomically."""
     with Staging(output) as staging:
-        for entry in manifest.files:
+        for entry in manifest.entries:
             target = staging.root / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(package / entry.path, target)

@@ -16,10 +16,11 @@ from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
 from edgekit.errors import FidelityError, UnsupportedOnTarget
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, runner_for
+from edgekit.golden import GOLDEN_SAMPLES, write_golden
 from edgekit.ingest import ingest
 from edgekit.instruments import Instrument, StepRecord, library_versions
 from edgekit.isa import host_cpu
-from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Manifest, Metrics, TargetRecord
+from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Golden, Manifest, Metrics, TargetRecord
 from edgekit.metrics import Evaluation, compare, verdict
 from edgekit.model import Model
 from edgekit.package import Staging, file_entries
@@ -105,6 +106,8 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation, data_checks, files)
             staging.write_manifest(manifest)
             if unavailable is None:
+                manifest = replace(manifest, golden=_record_golden(staging.root, evaluation, threads))
+                staging.write_manifest(manifest)
                 manifest = replace(manifest, metrics=_measure(model, staging.root, output, evaluation, chosen_recipe,
                                                               bench_runs, threads))
                 staging.write_manifest(manifest)
@@ -126,6 +129,16 @@ def _place_files(model: Model, root: Path) -> tuple[FileEntry, ...]:
         shutil.copy2(path, root / path.name)
         placed.append(root / path.name)
     return file_entries(root, placed)
+
+
+def _record_golden(root: Path, evaluation: Dataset, threads: int | None) -> Golden:
+    """The package's self-test: its outputs here on the first evaluation samples, stored in the package."""
+    from edgekit.runtime import load
+
+    session = load(root, threads=threads)
+    feeds = list(evaluation.feeds(GOLDEN_SAMPLES))
+    outputs = collect(lambda feed: list(session.run(feed).values()), feeds)
+    return write_golden(root, feeds, outputs, session.inputs, session.execution_precision)
 
 
 def _measure(source: Model, root: Path, output: str | Path, evaluation: Dataset, recipe: Recipe, bench_runs: int,

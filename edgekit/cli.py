@@ -175,6 +175,93 @@ def bench_command(packages, threads, batch, runs, warmup, as_json) -> None:
     console.print_json([dataclasses.asdict(r) for r in results]) if as_json else console.show_bench(results)
 
 
+@main.command("keygen")
+@click.argument("name", type=click.Path(path_type=Path))
+def keygen_command(name) -> None:
+    """Make an Ed25519 key pair for `edgekit sign`: NAME.key (private, keep it) and NAME.pub (give it to users)."""
+    from edgekit import console
+    from edgekit.signing import generate_keys
+
+    private, public = generate_keys(name)
+    console.say(f"wrote {private} (private: sign with it, never ship it) and {public} (public: verify with it)")
+
+
+@main.command("sign")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--key", "key", type=click.Path(path_type=Path), required=True, help="Private key (edgekit keygen).")
+def sign_command(package, key) -> None:
+    """Sign a package (folder or .zip): its manifest, which hashes every file. The package must verify first."""
+    from edgekit import console
+    from edgekit.signing import sign_package
+
+    signer = sign_package(package, key)
+    console.say(f"signed {package} with key {signer[:16]}")
+
+
+@main.command("verify")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path),
+              help="A trusted public key; repeatable. Given: the package must be signed by one of them.")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--no-self-test", is_flag=True, help="Check files and signature only.")
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(package, keys, threads, no_self_test, as_json) -> None:
+    """Check a package: its files against the manifest, its signature, and its golden self-test run here."""
+    from edgekit import console
+    from edgekit.verify import verify_package
+
+    result = verify_package(package, keys, threads, self_test=not no_self_test)
+    console.print_json(dataclasses.asdict(result) | {"ok": result.ok}) if as_json else console.show_verification(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.group("cache")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help=f"The step cache (default: ${CACHE_ENV} or ~/.cache/edgekit).")
+@click.pass_context
+def cache_group(ctx: click.Context, cache_dir: Path | None) -> None:
+    """The step cache, distillation checkpoints and unpacked package archives."""
+    ctx.obj = _cache_dir(False, cache_dir)
+
+
+@cache_group.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cache_info_command(root: Path, as_json: bool) -> None:
+    """Entries, size and the oldest last use of each cached area."""
+    from edgekit import cache, console
+
+    areas = cache.info(root)
+    console.print_json([dataclasses.asdict(a) for a in areas]) if as_json else console.show_cache(areas)
+
+
+@cache_group.command("verify")
+@click.pass_obj
+def cache_verify_command(root: Path) -> None:
+    """Check every step entry against its recorded hashes; corrupt ones are removed (the step runs again)."""
+    from edgekit import cache, console
+
+    intact, removed = cache.verify(root)
+    console.say(f"step cache {root}: {intact} entries intact, {removed} corrupt removed")
+
+
+@cache_group.command("prune")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
+              help="Remove what was last used more than DAYS ago.")
+@click.option("--all", "everything", is_flag=True, help="Remove everything cached.")
+@click.pass_obj
+def cache_prune_command(root: Path, days: float | None, everything: bool) -> None:
+    """Remove cached steps, checkpoints and unpacked packages: --older-than DAYS, or --all."""
+    from edgekit import cache, console
+    from edgekit.errors import UserError
+
+    if (days is None) == (not everything):
+        raise UserError("cache prune: give --older-than DAYS or --all (one of them)")
+    count, freed = cache.prune(root, None if everything else days)
+    console.say(f"removed {count} cached entries, {freed / 2**20:.1f} MiB")
+
+
 @main.command("inspect")
 @click.argument("model")
 @click.option("--input", "inputs", multiple=True, help="Input spec, as for compile.")

@@ -161,6 +161,38 @@ def conditions_line(conditions: dict) -> str:
             f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}{isa})")
 
 
+def say(text: str) -> None:
+    """One plain line (paths and names are not read as markup)."""
+    out.print(text, markup=False, highlight=False)
+
+
+def show_verification(result) -> None:
+    say(f"{result.package}: {result.files} files match their sha256")
+    if result.signed_by is None:
+        say("signature: none (unsigned)")
+    elif result.signature_checked:
+        say(f"signature: valid, by trusted key {result.signed_by[:16]}")
+    else:
+        say(f"signature: by key {result.signed_by[:16]}, not checked (give --key PUBLIC_KEY to check it)")
+    golden = result.golden
+    if golden is None:
+        say(f"self-test: skipped: {result.golden_skipped}")
+        return
+    figures = f"cosine min {golden.worst['cosine_min']:.6f}, max rel {golden.worst['max_rel']:.2e}"
+    say(f"self-test: {golden.samples} samples, worst output {golden.worst_output}: {figures}; "
+        f"needs {golden.criterion}: {'ok' if golden.ok else 'FAILED'}")
+
+
+def show_cache(areas) -> None:
+    table = Table(title="edgekit cache")
+    for column in ("area", "entries", "size", "oldest use", "folder"):
+        table.add_column(column, justify="right" if column in ("entries", "size", "oldest use") else "left")
+    for area in areas:
+        age = "-" if area.oldest_use_s is None else f"{area.oldest_use_s / 86400:.1f} d"
+        table.add_row(area.name, str(area.entries), _size(area.bytes), age, escape(area.folder))
+    out.print(table)
+
+
 def show_inspect(summary: dict) -> None:
     out.print(f"[bold]{summary['source']}[/bold]  format {summary['format']}"
               + (f", {_size(summary['size_bytes'])}" if summary.get("size_bytes") else "")

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, FidelityError, PassFailed, gist
 from edgekit.instruments import Instrument
-from edgekit.metrics import compare
+from edgekit.metrics import QUANTIZED_MIN_COSINE, compare, executed_tolerance
 from edgekit.model import Format, Model
 from edgekit.runtime import BACKENDS
 
@@ -68,22 +68,12 @@ def collect(run: Runner, feeds: Iterable[dict[str, np.ndarray]]) -> list[list[np
     return [run(feed) for feed in feeds]
 
 
-QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model
-# the relative error a step may show when the runtime computes in a narrower float than fp32: a few
-# units of that format's rounding (bf16 keeps 8 mantissa bits: 2^-8 ≈ 3.9e-3; fp16 11 bits: 4.9e-4),
-# grown over a deep graph's accumulated rounding
-EXECUTED_TOLERANCE = {"bf16": 5e-2, "fp16": 1e-2}
 FIDELITY_FEEDS = 8  # samples of the evaluation data every step's fidelity is measured on
 # An fp32 step over its tolerance is judged again against the model's `float_noise` (edgekit.conditioning): its fp32
 # outputs' distance from the same graph in float64. Runtimes' fast kernels (MLAS's and XNNPACK's tanh/exp/sigmoid
 # approximations, reordered sums) stray up to this many times farther than PyTorch's fp32 (measured on magika:
 # ONNX Runtime 8.5x, LiteRT 8.8x), so two correct fp32 implementations may differ by that much.
 NOISE_MARGIN = 16
-
-
-def executed_tolerance(tolerance: float, *precisions: str) -> float:
-    """A pass's promised tolerance, widened to what the narrowest executed float precision allows."""
-    return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
 
 
 def _produced(pass_name: str, model: Model, target: Target | None,

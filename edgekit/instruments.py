@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class StepCache(Instrument):
         record.cache_key = cache_key(model, step, self.ctx)
 
     def should_run(self, step: PlannedStep, model: Model, record: StepRecord) -> Model | None:
-        found = _from_cache(self.root / record.cache_key, self.ctx.logger) if record.cache_key else None
+        found = read_cache_entry(self.root / record.cache_key, self.ctx.logger) if record.cache_key else None
         record.cached = found is not None
         return found
 
@@ -181,7 +182,7 @@ def _to_cache(entry: Path, model: Model, log: logging.Logger) -> Model:
         try:
             partial.rename(entry)
         except OSError:  # another writer's entry is there: equal content by key, so use it
-            found = _from_cache(entry, log)
+            found = read_cache_entry(entry, log)
             if found is None:
                 raise
             return found
@@ -190,9 +191,10 @@ def _to_cache(entry: Path, model: Model, log: logging.Logger) -> Model:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _from_cache(entry: Path, log: logging.Logger) -> Model | None:
+def read_cache_entry(entry: Path, log: logging.Logger, mark_used: bool = True) -> Model | None:
     """The model a cache entry holds, after checking it: its files are plain names inside the entry, not links, with
-    the sha256 recorded when it was written. A corrupt or tampered entry is removed (the step runs again)."""
+    the sha256 recorded when it was written. A corrupt or tampered entry is removed (the step runs again); a good one
+    is marked used now, unless `mark_used` is false (`edgekit cache prune` removes entries unused for long)."""
     record_path = entry / "model.json"
     if not record_path.is_file():
         return None
@@ -213,4 +215,6 @@ def _from_cache(entry: Path, log: logging.Logger) -> Model | None:
         log.warning("step cache entry %s is corrupt (%s): removed, the step runs again", entry.name[:12], error)
         shutil.rmtree(entry, ignore_errors=True)
         return None
+    if mark_used:
+        os.utime(entry)
     return model

@@ -1,7 +1,7 @@
 """The package manifest: typed and versioned, written by the compile side and checked by the runtime before use.
 
 Its JSON Schema is generated from these classes and published at `docs/manifest.schema.json` (a test keeps it
-current). `Manifest.from_dict` accepts the current schema and the previous one (upgraded on read); anything else,
+current). `Manifest.from_dict` accepts the current schema and earlier ones (upgraded on read); anything else,
 an unknown field or a value of the wrong type is refused naming the field. Records that passes fill in their own
 words (a pruning report, a fallback list) stay mappings; what the runtime, bench, console and demo read is typed.
 """
@@ -17,10 +17,11 @@ from edgekit.errors import UserError
 from edgekit.schema import build, json_schema
 from edgekit.spec import TensorSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v1 → v2: an unmeasured package's `metrics` is null instead of {}; v1 packages of earlier edgekits may also lack
-# `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which v2 keeps optional
-PREVIOUS_VERSION = 1
+# `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which later versions keep optional.
+# v2 → v3: `golden` (the self-test samples) is new and optional, so a v2 manifest reads as it is.
+UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,19 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Golden:
+    """The package's self-test: sample inputs and the outputs it gave where it was built (an .npz, no pickles)."""
+
+    file: FileEntry
+    samples: int
+    precision: str  # what the runtime computed in when the outputs were recorded
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """manifest.json of an edgekit package."""
 
-    schema: Literal[2]  # SCHEMA_VERSION
+    schema: Literal[3]  # SCHEMA_VERSION
     edgekit: str
     created: str
     target: TargetRecord
@@ -131,6 +141,12 @@ class Manifest:
     data: dict[str, Any] = field(default_factory=dict)  # calibration / evaluation statistics and the data report
     metrics: Metrics | None = None  # None: the target cannot run where the package was built
     auto: dict[str, Any] | None = None  # `--recipe auto`: the tolerance and every candidate measured
+    golden: Golden | None = None  # None: the target cannot run where the package was built
+
+    @property
+    def entries(self) -> tuple[FileEntry, ...]:
+        """Every file the manifest lists and hashes: the model files and the golden self-test samples."""
+        return (*self.files, *((self.golden.file,) if self.golden else ()))
 
     @property
     def file_bytes(self) -> int:
@@ -141,19 +157,20 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
-        """A checked Manifest from parsed JSON; the previous schema version is upgraded, any other refused."""
+        """A checked Manifest from parsed JSON; an earlier schema version is upgraded, any other refused."""
         if not isinstance(data, dict):
             raise UserError(f"{where}: the manifest is not a JSON object")
         version = data.get("schema")
         escaped = _control_characters(data, "manifest")
         if escaped:
             raise UserError(f"{where}: {escaped} holds control characters (terminal escape sequences); refused")
-        if version == PREVIOUS_VERSION:
-            data = _upgrade_v1(data)
-        elif version != SCHEMA_VERSION:
-            newer = isinstance(version, int) and version > SCHEMA_VERSION
-            raise UserError(f"{where}: manifest schema {version!r} is not {PREVIOUS_VERSION} or {SCHEMA_VERSION}; "
+        known = isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= SCHEMA_VERSION
+        if not known:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+            raise UserError(f"{where}: manifest schema {version!r} is not one of 1..{SCHEMA_VERSION}; "
                             + ("upgrade edgekit to open it" if newer else "rebuild the package"))
+        while data["schema"] != SCHEMA_VERSION:
+            data = {**UPGRADES[data["schema"]](data), "schema": data["schema"] + 1}
         return build(cls, data, f"{where}: manifest")
 
 
@@ -175,10 +192,6 @@ def _control_characters(value: Any, where: str) -> str | None:
             if found:
                 return found
     return None
-
-
-def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    return {**data, "schema": SCHEMA_VERSION, "metrics": data.get("metrics") or None}
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -21,6 +21,17 @@ MetricFunction = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | Non
 
 BUILTIN_METRICS = ("auto", "top1", "cosine", "mse", "max_abs")
 
+QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model
+# the relative error a step may show when the runtime computes in a narrower float than fp32: a few
+# units of that format's rounding (bf16 keeps 8 mantissa bits: 2^-8 ≈ 3.9e-3; fp16 11 bits: 4.9e-4),
+# grown over a deep graph's accumulated rounding
+EXECUTED_TOLERANCE = {"bf16": 5e-2, "fp16": 1e-2}
+
+
+def executed_tolerance(tolerance: float, *precisions: str) -> float:
+    """A pass's promised tolerance, widened to what the narrowest executed float precision allows."""
+    return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
+
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def owned_scratch(parent: str | Path, prefix: str) -> Path:
-    """A new empty folder `<parent>/<prefix><pid>-…`, after removing the `<prefix><pid>-…` folders whose process is
-    gone (a compile killed with SIGKILL cleans nothing up itself)."""
+    """A new empty folder `<parent>/<prefix><pid>-…`, after removing the `<prefix><pid>-…` folders (and files named
+    after them) whose process is gone (a compile killed with SIGKILL cleans nothing up itself)."""
     import psutil
 
     parent = Path(parent)
@@ -19,5 +19,8 @@ def owned_scratch(parent: str | Path, prefix: str) -> Path:
     for leftover in parent.glob(f"{glob.escape(prefix)}*"):
         owner = leftover.name[len(prefix):].partition("-")[0]
         if owner.isdigit() and int(owner) != os.getpid() and not psutil.pid_exists(int(owner)):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))

@@ -1,5 +1,5 @@
 """The manifest is typed and versioned: its published JSON Schema is current and accepts what compile writes, the
-previous schema version still opens, and a manifest that is newer, older or malformed is refused naming the field."""
+earlier schema version still opens, and a manifest that is newer, older or malformed is refused naming the field."""
 
 from __future__ import annotations
 
@@ -43,23 +43,34 @@ def _copy_with(cnn_package: Path, tmp_path: Path, change) -> Path:
     return copy
 
 
-def test_a_previous_version_manifest_still_opens(cnn_package, tmp_path):
+def _as_v1(manifest: dict) -> None:
     """Schema 1 as an earlier edgekit wrote it: an unmeasured package's metrics {}, no cpu/isa_choice/float_ops."""
-    def as_v1(manifest: dict) -> None:
-        manifest.update(schema=1, metrics={})
-        for newer in ("cpu", "isa_choice", "float_ops", "fallback", "auto"):
-            manifest.pop(newer, None)
+    manifest.update(schema=1, metrics={})
+    for newer in ("cpu", "isa_choice", "float_ops", "fallback", "auto", "golden"):
+        manifest.pop(newer, None)
 
-    copy = _copy_with(cnn_package, tmp_path, as_v1)
+
+def _as_v2(manifest: dict) -> None:
+    """Schema 2: no golden self-test."""
+    manifest.update(schema=2, metrics=None)
+    manifest.pop("golden")
+
+
+@pytest.mark.parametrize("earlier", [_as_v1, _as_v2])
+def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier):
+    copy = _copy_with(cnn_package, tmp_path, earlier)
+    (copy / "golden.npz").unlink()
     package = read_package(copy)
-    assert package.manifest.schema == SCHEMA_VERSION and package.manifest.metrics is None and package.manifest.cpu is None
+    assert package.manifest.schema == SCHEMA_VERSION and package.manifest.metrics is None and package.manifest.golden is None
     session = load(copy)
     assert [spec.name for spec in session.inputs] == ["image"]
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(schema=3), r"manifest schema 3 is not 1 or 2; upgrade edgekit to open it"),
-    (lambda m: m.update(schema="1"), r"manifest schema '1' is not 1 or 2; rebuild the package"),
+    (lambda m: m.update(schema=4), r"manifest schema 4 is not one of 1..3; upgrade edgekit to open it"),
+    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..3; rebuild the package"),
+    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..3; rebuild the package"),
+    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..3; rebuild the package"),
     (lambda m: m["files"][0].update(bytes="big"), r"parameter 'files'\[0\]: parameter 'bytes' = 'big' \(str\); expected an integer"),
     (lambda m: m.update(loader="evil.py"), r"manifest: unknown parameter 'loader'"),
     (lambda m: m["target"].pop("runtime"), r"parameter 'target': missing parameter\(s\) runtime"),

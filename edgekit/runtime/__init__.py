@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,22 +34,30 @@ BACKENDS: dict[str, Backend] = {
 __all__ = ["BACKENDS", "Backend", "Session", "backend_module", "load", "open_model", "open_package"]
 
 
-def load(path: str | Path, threads: int | None = None, verify: bool = True) -> Session:
-    """Open the package at `path` (folder or .zip) with the backend its manifest names."""
-    return open_package(read_package(path, verify=verify), threads)
+def load(path: str | Path, threads: int | None = None, verify: bool = True,
+         trusted_keys: Sequence[str | Path] | None = None) -> Session:
+    """Open the package at `path` (folder or .zip) with the backend its manifest names. With `trusted_keys` (paths of
+    Ed25519 public keys, PEM) the package must carry a signature by one of them over its manifest (then the files'
+    hashes are always verified)."""
+    package = read_package(path, verify=verify or trusted_keys is not None)
+    if trusted_keys is not None:
+        from edgekit.signing import check_signature
+
+        check_signature(package, trusted_keys)
+    return open_package(package, threads)
 
 
 def open_package(package: Package, threads: int | None = None) -> Session:
     """A Session over a package already read (and, for a .zip, unpacked once)."""
     manifest = package.manifest
     options = manifest.target.options
-    check_options(manifest.runtime, options, f"package {package.root}: runtime options")
+    check_options(manifest.runtime, options, f"package {package.name}: runtime options")
     refused = getattr(backend_module(manifest.runtime), "package_refusals", lambda _: [])(options)
     if refused:
-        raise UserError(f"package {package.root}: its runtime options set {', '.join(refused)}, which only your own "
+        raise UserError(f"package {package.name}: its runtime options set {', '.join(refused)}, which only your own "
                         "target file may set (a package is someone else's file)")
     session = open_model(manifest.runtime, package.files, manifest.inputs, manifest.outputs, options, threads)
-    session.package = package  # a .zip's unpacked folder lives as long as the session
+    session.package = package
     return session
 
 

@@ -19,7 +19,7 @@ class Session:
     """
 
     runtime: str = ""
-    package: Any = None  # the Package `runtime.load` opened (keeps a .zip's unpacked folder alive)
+    package: Any = None  # the Package `runtime.load` opened
 
     def __init__(self, files: tuple[Path, ...], inputs: tuple[TensorSpec, ...],
                  outputs: tuple[TensorSpec, ...], options: Mapping[str, Any], threads: int | None) -> None:
