@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from edgekit import __version__
 from edgekit.digest import data_sha256, file_sha256
@@ -60,6 +60,9 @@ class Instrument:
     def after_step(self, step: PlannedStep, before: Model, after: Model, record: StepRecord) -> Model | None:
         """Called after the step (run or not); may return a replacement for its result."""
         return None
+
+    def finish(self) -> None:
+        """Called once when the plan ends, also when a step failed: release what a step holds."""
 
 
 def library_versions() -> dict[str, str]:
@@ -106,21 +109,47 @@ class StepCache(Instrument):
     def __init__(self, root: Path, ctx: Context) -> None:
         self.root = root
         self.ctx = ctx
+        self._lock: IO[bytes] | None = None  # the running step's key, locked while this process computes it
 
     def before_step(self, step: PlannedStep, model: Model, record: StepRecord) -> None:
         record.cache_key = cache_key(model, step, self.ctx)
 
     def should_run(self, step: PlannedStep, model: Model, record: StepRecord) -> Model | None:
-        found = read_cache_entry(self.root / record.cache_key, self.ctx.logger) if record.cache_key else None
+        """The cached result, read once this process holds the key's lock: a concurrent compile computing the same
+        step is waited for, and its result used."""
+        if not record.cache_key:
+            return None
+        self._lock = _lock_key(self.root / "locks" / record.cache_key)
+        found = read_cache_entry(self.root / record.cache_key, self.ctx.logger)
         record.cached = found is not None
         return found
 
     def after_step(self, step: PlannedStep, before: Model, after: Model, record: StepRecord) -> Model | None:
-        if record.cached or not record.cache_key:
-            return None
-        if after.format.in_memory:
-            return after.derive(meta={"content_hash": record.cache_key})
-        return _to_cache(self.root / record.cache_key, after, self.ctx.logger)
+        try:
+            if record.cached or not record.cache_key:
+                return None
+            if after.format.in_memory:
+                return after.derive(meta={"content_hash": record.cache_key})
+            return _to_cache(self.root / record.cache_key, after, self.ctx.logger)
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases its lock (as the kernel does when a process dies)
+            self._lock = None
+
+
+def _lock_key(path: Path) -> IO[bytes]:
+    """An open file holding an exclusive lock on `path` (flock; no lock where the OS has none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "ab")
+    try:
+        import fcntl
+    except ImportError:
+        return handle
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 class Timer(Instrument):

@@ -168,18 +168,23 @@ def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
     and then `instruments` around each step."""
     chain = (Provenance(), *((StepCache(cache_dir, ctx),) if cache_dir else ()), Timer(), *instruments)
     records = []
-    for step in plan_to_run.steps:
-        record = StepRecord(step.step.pass_name, step.origin, 0.0, False, None)
+    try:
+        for step in plan_to_run.steps:
+            record = StepRecord(step.step.pass_name, step.origin, 0.0, False, None)
+            for instrument in chain:
+                instrument.before_step(step, model, record)
+            result = next((found for instrument in chain if (found := instrument.should_run(step, model, record))),
+                          None)
+            if result is None:
+                checkpoints = cache_dir / "checkpoints" / record.cache_key if cache_dir and record.cache_key else None
+                result = _run_step(get_pass(step.step.pass_name), step, model, ctx, checkpoints)
+            for instrument in chain:
+                result = instrument.after_step(step, model, result, record) or result
+            records.append(record)
+            model = result
+    finally:
         for instrument in chain:
-            instrument.before_step(step, model, record)
-        result = next((found for instrument in chain if (found := instrument.should_run(step, model, record))), None)
-        if result is None:
-            checkpoints = cache_dir / "checkpoints" / record.cache_key if cache_dir and record.cache_key else None
-            result = _run_step(get_pass(step.step.pass_name), step, model, ctx, checkpoints)
-        for instrument in chain:
-            result = instrument.after_step(step, model, result, record) or result
-        records.append(record)
-        model = result
+            instrument.finish()
     return model, records
 
 

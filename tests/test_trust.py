@@ -202,3 +202,27 @@ def test_an_empty_data_set_is_one_line(tmp_path):
     np.savez(empty, image=np.zeros((0, 1, 8, 8), np.float32))
     with pytest.raises(UserError, match=r"empty.npz: input\(s\) image hold no samples"):
         load_data(empty, CNN)
+
+
+def test_two_compiles_sharing_a_cache_compute_each_step_once(cnn_source, cnn_data, tmp_path):
+    """Each step's key is locked while one process computes it: the other waits and uses the result."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CNN_INPUT
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EDGEKIT_CACHE_DIR": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "edgekit.cli", "compile", cnn_source, "-t", "cpu-ort", "-r", "int8", "--calib",
+               str(cnn_data), "--eval", str(cnn_data), "--input", CNN_INPUT, "--cache-dir", str(cache),
+               "--bench-runs", "2"]
+    running = [subprocess.Popen([*command, "-o", str(tmp_path / name)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    errors = [process.communicate(timeout=300)[1] for process in running]
+    assert [process.returncode for process in running] == [0, 0], errors
+    steps = [json.loads((tmp_path / name / "manifest.json").read_text())["steps"] for name in ("a", "b")]
+    assert len(steps[0]) == len(steps[1]) == 3
+    computed = [sum(not step["cached"] for step in pair) for pair in zip(*steps)]
+    assert computed == [1, 1, 1]  # per step: one compile computed it, the other read it
+    assert not list(cache.glob("*.partial-*"))
