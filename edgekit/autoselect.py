@@ -139,7 +139,8 @@ def choose(records: list[dict], tolerance: Evaluation) -> tuple[dict | None, lis
 def compile_auto(source: str | Path, target: str | Path, output: str | Path, calib: str | Path | None = None,
                  eval: str | Path | None = None, inputs: tuple = (), cache_dir: Path | None = None,
                  bench_runs: int = 50, threads: int | None = None, progress: Any = None,
-                 instruments: tuple = (), tolerance: Evaluation | None = None, keep_candidates: Path | None = None):
+                 instruments: tuple = (), tolerance: Evaluation | None = None, keep_candidates: Path | None = None,
+                 trust_remote_code: bool = False):
     """Compile each candidate into a scratch folder, measure, choose, and write the winner to `output`.
 
     `keep_candidates`: a folder to keep every candidate's package in (`<folder>/<candidate>`), else they are removed.
@@ -173,7 +174,8 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
             try:
                 result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
                                      calib, eval, inputs,
-                                     cache, bench_runs, threads, progress, instruments)
+                                     cache, bench_runs, threads, progress, instruments,
+                                     trust_remote_code=trust_remote_code)
             except EdgekitError as error:
                 records.append(_record(candidate, "failed", str(error)))
                 continue

@@ -71,7 +71,8 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
                   calib: str | Path | None = None, eval: str | Path | None = None,
                   inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
                   threads: int | None = None, progress: Progress | None = None,
-                  instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None) -> CompileResult:
+                  instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
+                  trust_remote_code: bool = False) -> CompileResult:
     """Compile `source` for `target` with one recipe into the package folder (or .zip) `output`.
 
     `tolerance` (metric, max_drop, relative) replaces the recipe's own. Nothing is left at `output`
@@ -83,7 +84,7 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     if unavailable:
         log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
                     chosen_target.name, unavailable)
-    model = ingest(source, inputs)
+    model = ingest(source, inputs, trust_remote_code)
     the_plan = make_plan(model, chosen_recipe, chosen_target)
     calibration = load_data(calib, model.inputs, model.meta.get("tokenizer")) if calib else None
     eval = eval or chosen_recipe.evaluation.data

@@ -20,28 +20,31 @@ from edgekit.target import load_target
 
 
 def plan(source: str | Path, target: str | Path, recipe: str | Path | None = None,
-         inputs: tuple[TensorSpec, ...] = ()) -> Plan:
+         inputs: tuple[TensorSpec, ...] = (), trust_remote_code: bool = False) -> Plan:
     """The steps `compile` would run (conversions inserted), without running them."""
     if str(recipe) == "auto":
         raise UserError("--recipe auto compiles and measures every candidate recipe, so it has no single plan: "
                         "dry-run a candidate instead (see `edgekit recipes` and the target's `recipes:`)")
     chosen_recipe = recipe_for(load_target(target), recipe)
-    return make_plan(ingest(source, inputs), chosen_recipe, load_target(target).with_runtime(chosen_recipe.runtime))
+    return make_plan(ingest(source, inputs, trust_remote_code), chosen_recipe, load_target(target).with_runtime(chosen_recipe.runtime))
 
 
 def compile(source: str | Path, target: str | Path, output: str | Path, recipe: str | Path | Recipe | None = None,
             calib: str | Path | None = None, eval: str | Path | None = None,
             inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
             threads: int | None = None, progress: Progress | None = None,
-            instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None) -> CompileResult:
+            instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
+            trust_remote_code: bool = False) -> CompileResult:
     """Compile `source` for `target` into the package folder (or .zip) `output`.
 
     `recipe="auto"` compiles every candidate recipe the target offers and keeps the fastest within `tolerance`
     (default: top-1 drop ≤ 0.01, else cosine ≥ 0.99); any other recipe is judged by `tolerance` where given,
-    else by its own `evaluate`. Nothing is left at `output` unless the chosen package passes.
+    else by its own `evaluate`. Nothing is left at `output` unless the chosen package passes. `trust_remote_code` lets
+    a `.pt2` source run the code it carries (pickles, shape expressions, guard code): only for a file you trust;
+    without it such an archive is refused before any of it runs.
     """
     if str(recipe) == "auto":
         return compile_auto(source, target, output, calib, eval, inputs, cache_dir, bench_runs, threads, progress,
-                            instruments, tolerance)
+                            instruments, tolerance, trust_remote_code=trust_remote_code)
     return build_package(source, target, output, recipe, calib, eval, inputs, cache_dir, bench_runs, threads, progress,
-                         instruments, tolerance)
+                         instruments, tolerance, trust_remote_code)

@@ -10,9 +10,9 @@ from edgekit.model import Format
 from edgekit.spec import TensorSpec
 
 
-def inspect(source: str | Path, inputs: tuple[TensorSpec, ...] = ()) -> dict:
-    """A summary of the model at `source` (any ingestible kind)."""
-    model = ingest(source, inputs)
+def inspect(source: str | Path, inputs: tuple[TensorSpec, ...] = (), trust_remote_code: bool = False) -> dict:
+    """A summary of the model at `source` (any ingestible kind); `trust_remote_code` as for `ingest`."""
+    model = ingest(source, inputs, trust_remote_code)
     summary = {
         "source": str(source),
         "format": model.format.value,

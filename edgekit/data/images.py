@@ -16,6 +16,7 @@ from edgekit.data.dataset import Dataset, fit_to_specs
 from edgekit.errors import MissingBackend, UserError
 from edgekit.spec import TensorSpec
 
+MAX_PIXELS = 50_000_000  # decoded once as float32: 50 Mpx of RGB is 600 MB; Pillow's own limit is 89 Mpx
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -146,9 +147,14 @@ def _decode(path: Path, mode: str, size: tuple[int, int], resize: int | None) ->
     except ImportError:
         raise MissingBackend("Pillow", "images", "image folders") from None
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header; Pillow refuses over twice its own limit here
+            if opened.size[0] * opened.size[1] > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{opened.size[0]}x{opened.size[1]}")
             image = opened.convert(mode)
-    except OSError as error:
+    except Image.DecompressionBombError:
+        raise UserError(f"image {path} holds over {MAX_PIXELS:,} pixels: edgekit does not decode it (a decompression "
+                        "bomb, or far larger than any model input); resize it first") from None
+    except (OSError, ValueError) as error:
         raise UserError(f"cannot read image {path}: {error}") from None
     height, width = size
     if resize is None:

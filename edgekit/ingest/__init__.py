@@ -21,10 +21,15 @@ READERS: dict[str, str] = {
     ".tflite": "edgekit.ingest.tflite:read_tflite",
     ".pte": "edgekit.ingest.executorch:read_executorch",
 }
+CARRIES_CODE = frozenset({".pt2"})  # readers that take trust_remote_code: the file may carry code torch would run
 
 
-def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = ()) -> Model:
-    """Read `source`; `input_specs` (from --input) override or complete the model's own specs."""
+def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = (), trust_remote_code: bool = False) -> Model:
+    """Read `source`; `input_specs` (from --input) override or complete the model's own specs.
+
+    `trust_remote_code` lets a `.pt2` run the code it carries (pickles, shape expressions, guard code); without it
+    such an archive is refused before anything in it runs. Nothing else ever runs a model file's code.
+    """
     text = str(source)
     if ".py:" in text:
         from edgekit.ingest.torch import read_factory
@@ -47,4 +52,5 @@ def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = ()) -> Mode
         known = ", ".join(sorted(READERS)) + ", file.py:factory"
         raise UserError(f"{path}: unknown model kind '{path.suffix or path.name}' (known: {known})")
     module_name, _, function_name = reader.partition(":")
-    return getattr(importlib.import_module(module_name), function_name)(path, input_specs)
+    read = getattr(importlib.import_module(module_name), function_name)
+    return read(path, input_specs, trust_remote_code) if path.suffix.lower() in CARRIES_CODE else read(path, input_specs)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
 from edgekit.digest import file_sha256
-from edgekit.errors import MissingBackend, UserError
+from edgekit.errors import MissingBackend, UserError, gist
 from edgekit.model import Format, Model
 from edgekit.spec import TensorSpec, merge_specs
 
@@ -32,23 +33,25 @@ def _transformers():
 
 
 def load_tokenizer(folder: str | Path):
-    """The folder's own tokenizer, offline."""
+    """The folder's own tokenizer, offline; Python code the folder names (auto_map) never runs."""
     transformers = _transformers()
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{folder}: cannot load its tokenizer offline: {str(error).splitlines()[0]}") from None
+        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as error:  # a folder from anyone: any failure to read it is the folder's
+        raise UserError(f"{folder}: cannot load its tokenizer offline: {_why(error)}") from None
 
 
 def read_hf_folder(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
-    """Load `path` with transformers (local files only) and wrap it as an embedding model."""
+    """Load `path` with transformers (local files only) and wrap it as an embedding model. Weights are read without
+    pickle code (safetensors, or a .bin torch loads with weights_only), and Python code the folder names (auto_map)
+    never runs: transformers is told not to, so it does not ask on stdin either."""
     transformers = _transformers()
     import torch
 
     try:
-        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: cannot load it as a Hugging Face model offline: {str(error).splitlines()[0]}") from None
+        encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as error:  # a folder from anyone: any failure to read it is the folder's
+        raise UserError(f"{path}: cannot load it as a Hugging Face model offline: {_why(error)}") from None
     tokenizer = load_tokenizer(path)
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in tokenizer.model_input_names]
     if names[:2] != ["input_ids", "attention_mask"]:
@@ -76,12 +79,19 @@ def sentence_pooling(path: Path) -> tuple[str | None, bool]:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None, False
-    modules = json.loads(modules_file.read_text())
+    modules = _json_file(modules_file, list)
+    if not all(isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path", ""), str)
+               for entry in modules):
+        raise UserError(f"{modules_file}: expected a list of modules, each with a 'type' and a 'path' string "
+                        "(as sentence-transformers writes it)")
     kinds = {entry["type"].rpartition(".")[2]: entry for entry in modules}
     if "Pooling" not in kinds:
         return None, False
-    config_file = path / kinds["Pooling"].get("path", "") / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {"pooling_mode_mean_tokens": True}
+    folder = Path(kinds["Pooling"].get("path", ""))
+    if folder.is_absolute() or ".." in folder.parts:
+        raise UserError(f"{modules_file}: the Pooling module's path {str(folder)!r} leaves the model folder")
+    config_file = path / folder / "config.json"
+    config = _json_file(config_file, dict) if config_file.is_file() else {"pooling_mode_mean_tokens": True}
     chosen = [mode for mode in POOLING_MODES if config.get(f"pooling_mode_{mode}_tokens" if mode != "cls" else "pooling_mode_cls_token")]
     others = [key for key, on in config.items() if key.startswith("pooling_mode_") and on
               and key.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token") not in POOLING_MODES]
@@ -89,6 +99,28 @@ def sentence_pooling(path: Path) -> tuple[str | None, bool]:
         raise UserError(f"{config_file}: edgekit supports exactly one pooling mode of {', '.join(POOLING_MODES)}; "
                         f"this folder sets {', '.join(k for k, on in config.items() if k.startswith('pooling_mode_') and on)}")
     return chosen[0], "Normalize" in kinds
+
+
+def _json_file(path: Path, kind: type) -> Any:
+    """The JSON value in `path`, which must be a `kind` (list or dict)."""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON: {gist(error)}") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: expected a JSON {'list' if kind is list else 'object'}, got {type(value).__name__}")
+    return value
+
+
+def _why(error: Exception) -> str:
+    """transformers' reason in one line, said plainly where it refused code or pickles or met corrupt weights."""
+    if "trust_remote_code" in str(error):  # transformers refused to import the folder's own modeling code
+        return "it holds its own Python code (auto_map), which edgekit never runs: use a folder with a built-in architecture"
+    if isinstance(error, pickle.UnpicklingError):  # torch.load(weights_only=True) refused a .bin
+        return "its weights file holds pickled objects beyond tensors, which edgekit never unpickles: save it as model.safetensors"
+    if type(error).__module__.startswith("safetensors"):
+        return f"its .safetensors weights are corrupt or truncated ({gist(error)}): copy the file again"
+    return gist(error)
 
 
 def _folder_hash(path: Path) -> str:

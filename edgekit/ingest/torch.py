@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import io
-import json
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from edgekit.digest import file_sha256
-from edgekit.errors import MissingBackend, UserError
+from edgekit.errors import MissingBackend, UserError, gist
 from edgekit.model import Format, Model
 from edgekit.spec import TensorSpec, merge_specs
 
@@ -70,23 +68,28 @@ def read_torchscript(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:
-        raise UserError(f"{path}: cannot load TorchScript: {str(error).splitlines()[0]}") from error
+        raise UserError(f"{path}: cannot load TorchScript: {gist(error)}") from error
     if not input_specs:
         raise UserError(f"{path}: TorchScript holds no input shapes; give them with --input name:1x3x224x224:float32")
     digest = file_sha256(path)
     return _torch_model(module.eval(), None, input_specs, str(path), digest)
 
 
-def read_exported(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
-    """Load a torch.export `.pt2`; specs come from the program's placeholders."""
+def read_exported(path: Path, input_specs: tuple[TensorSpec, ...], trust_remote_code: bool = False) -> Model:
+    """Load a torch.export `.pt2`; specs come from the program's placeholders. Unless `trust_remote_code`, the archive
+    must be plain data (edgekit.ingest.pt2): torch.export.load runs the pickles and Python the file carries."""
     torch = _torch()
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path} is not a torch.export .pt2 archive")
-    _require_plain_pt2(path, torch)  # torch.export.load unpickles with weights_only=False where the archive asks
+    if not trust_remote_code:
+        from edgekit.ingest.pt2 import check_plain_archive
+
+        check_plain_archive(path, torch)
     try:
         program = torch.export.load(str(path))
+        module = program.module()
     except Exception as error:
-        raise UserError(f"{path}: cannot load the exported program: {str(error).splitlines()[0]}") from error
+        raise UserError(f"{path}: cannot load the exported program: {gist(error)}") from error
     user_inputs = program.graph_signature.user_inputs
     nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
     own = []
@@ -96,44 +99,12 @@ def read_exported(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
         own.append(TensorSpec(name, dims, str(value.dtype).removeprefix("torch.")))
     inputs = merge_specs(tuple(own), input_specs, str(path))
     examples = tuple(_example_tensor(spec) for spec in inputs)
-    outputs = _output_specs(program.module(), examples, inputs)
+    outputs = _output_specs(module, examples, inputs)
     digest = file_sha256(path)
     return Model(
         Format.EXPORTED, inputs, outputs, module=program, example_inputs=examples,
         meta={"content_hash": digest, "source_hash": digest, "source": str(path), "passes": [], "precision": "fp32"},
     )
-
-
-# members torch.export.load passes to torch.load or pickle, besides those a weights/constants config marks
-PICKLED_PT2_MEMBERS = ("serialized_state_dict.json", "serialized_constants.json")
-OBJECT_PREFIXES = ("custom_obj", "opaque_obj")  # constants that are Python objects, not tensors
-
-
-def _require_plain_pt2(path: Path, torch) -> None:
-    """Refuse a .pt2 whose pickled members hold anything but tensors: every stream torch.export.load would unpickle
-    must load with weights_only=True (then the same bytes run no code when torch loads them again), and
-    custom/opaque object constants are refused outright."""
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickled = {name for name in names if name.endswith(".pt") or name.rsplit("/", 1)[-1] in PICKLED_PT2_MEMBERS}
-        for name in names:
-            if name.endswith(("model_weights_config.json", "model_constants_config.json")):
-                folder = name.rsplit("/", 1)[0]
-                try:
-                    entries = json.loads(archive.read(name)).get("config", {}).values()
-                except (ValueError, AttributeError):
-                    raise UserError(f"{path}: {name} is not a valid payload config") from None
-                for entry in entries:
-                    member = f"{folder}/{entry.get('path_name', '')}"
-                    if str(entry.get("path_name", "")).startswith(OBJECT_PREFIXES):
-                        raise UserError(f"{path}: {member} is a pickled Python object; edgekit loads no code from a model")
-                    if entry.get("use_pickle"):
-                        pickled.add(member)
-        for name in sorted(pickled & set(names)):
-            try:
-                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-            except Exception:
-                raise UserError(f"{path}: {name} holds pickled objects beyond tensors; edgekit loads no code from a model") from None
 
 
 def _archive_kind(path: Path) -> str:
