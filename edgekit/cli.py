@@ -36,6 +36,31 @@ class Group(click.Group):
             sys.exit(130)
 
 
+class LoggedCommand(click.Command):
+    """Runs its callback with the backends' output going to the log (unless -v/--debug): parsing, --help and usage
+    errors stay on the terminal. A pass's unexpected failure leaves its traceback in the log."""
+
+    def invoke(self, ctx: click.Context):
+        path = ctx.meta.get("backend_log_path")
+        if path is None:
+            return super().invoke(ctx)
+        from edgekit.backend_output import to_log
+        from edgekit.errors import PassFailed
+
+        with to_log(path) as log:
+            ctx.meta["backend_log"] = log
+            try:
+                return super().invoke(ctx)
+            except PassFailed as failed:
+                if log is not None:
+                    traceback.print_exception(failed.cause, file=sys.stderr)  # sys.stderr is the log here
+                raise
+
+
+Group.command_class = LoggedCommand
+Group.group_class = type  # subgroups (edgekit cache) are Groups with logged commands too
+
+
 def _traceback_hint(error: EdgekitError, log: Path | None) -> str:
     from edgekit.errors import PassFailed
 
@@ -43,7 +68,6 @@ def _traceback_hint(error: EdgekitError, log: Path | None) -> str:
         return ""
     if log is None:
         return " (run with --debug for the traceback)"
-    traceback.print_exception(error.cause, file=sys.stderr)  # sys.stderr is the log while it captures
     return f" (traceback in {log}; --debug shows it here)"
 
 
@@ -69,9 +93,7 @@ def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # absl/TF C++ INFO lines of the LiteRT converter
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category)
-        from edgekit.backend_output import to_log
-
-        ctx.meta["backend_log"] = ctx.with_resource(to_log(_cache_dir(False, None) / "logs" / "last.log"))
+        ctx.meta["backend_log_path"] = _cache_dir(False, None) / "logs" / "last.log"  # LoggedCommand redirects
 
     setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
                   logging.INFO if verbose else logging.WARNING)
@@ -109,6 +131,12 @@ def _input_specs(texts: tuple[str, ...]):
     return specs
 
 
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code", is_flag=True,
+    help="Load a .pt2 that needs pickles or Python from the file (beyond tensors and size arithmetic): "
+         "runs code from the file, so only for a file you trust.")
+
+
 @main.command("compile")
 @click.argument("model")
 @click.option("--target", "-t", required=True, help="Target name or YAML path (see `edgekit targets`).")
@@ -127,8 +155,9 @@ def _input_specs(texts: tuple[str, ...]):
 @click.option("--max-drop", type=float, default=None, help="Allowed drop of --metric (auto's default: 0.01 for top1 and cosine).")
 @click.option("--dump-steps", type=click.Path(path_type=Path), default=None,
               help="Write each step's model to DIR/NN-PASS/ (files + model.json); DIR must be new or empty.")
+@TRUST_REMOTE_CODE
 def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
-                    cache_dir, no_cache, as_json, metric, max_drop, dump_steps) -> None:
+                    cache_dir, no_cache, as_json, metric, max_drop, dump_steps, trust_remote_code) -> None:
     """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package.
 
     --recipe auto compiles every recipe the target offers, measures each here, and keeps the
@@ -138,7 +167,7 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
 
     specs = _input_specs(inputs)
     if dry_run:
-        plan = compiler.plan(model, target, recipe, specs)
+        plan = compiler.plan(model, target, recipe, specs, trust_remote_code)
         console.print_json(plan.describe()) if as_json else console.show_plan(plan)
         return
     output = output or Path("out") / f"{Path(model.split(':')[0]).stem}-{Path(target).stem}"
@@ -150,7 +179,8 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     dump = _dump_instruments(dump_steps, recipe)
     with console.StepDisplay(enabled=not as_json) as display:
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
-                                  bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance)
+                                  bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance,
+                                  trust_remote_code=trust_remote_code)
     if as_json:
         console.print_json(result.manifest.to_dict())
         return
@@ -266,12 +296,13 @@ def cache_prune_command(root: Path, days: float | None, everything: bool) -> Non
 @click.argument("model")
 @click.option("--input", "inputs", multiple=True, help="Input spec, as for compile.")
 @click.option("--json", "as_json", is_flag=True)
-def inspect_command(model, inputs, as_json) -> None:
+@TRUST_REMOTE_CODE
+def inspect_command(model, inputs, as_json, trust_remote_code) -> None:
     """Show a model's format, inputs/outputs, parameters, operators, size and opset."""
     from edgekit import console
     from edgekit.inspection import inspect
 
-    summary = inspect(model, _input_specs(inputs))
+    summary = inspect(model, _input_specs(inputs), trust_remote_code)
     console.print_json(summary) if as_json else console.show_inspect(summary)
 
 

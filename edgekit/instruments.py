@@ -232,6 +232,8 @@ def read_cache_entry(entry: Path, log: logging.Logger, mark_used: bool = True) -
         if "sha256" not in record:
             raise ValueError("it lists no file hashes (an older edgekit wrote it)")
         names, hashes = record["files"], record["sha256"]
+        if Format(record["format"]).in_memory:
+            raise ValueError(f"it claims format {record['format']}, which is never cached as files")
         files = tuple(entry / name for name in names)
         for name, path in zip(names, files):
             if Path(name).name != name or path.is_symlink() or not path.is_file():

@@ -166,3 +166,19 @@ def test_dump_steps_refuses_a_folder_with_files_and_auto(cnn_source, tmp_path):
     code, _, stderr = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "auto", "--input", CNN_INPUT,
                              "--dump-steps", tmp_path / "new")
     assert code == 1 and "--dump-steps follows one recipe's steps" in stderr
+
+
+def test_help_and_usage_errors_reach_the_terminal_while_backend_output_goes_to_the_log(tmp_path):
+    """Subcommand --help and click's usage errors are printed before the backends' output is redirected."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEKIT_CACHE_DIR": str(tmp_path)}
+    edgekit = [sys.executable, "-m", "edgekit.cli"]
+    shown = subprocess.run([*edgekit, "compile", "--help"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and shown.stdout.startswith("Usage: ") and "compile [OPTIONS] MODEL" in shown.stdout
+    shown = subprocess.run([*edgekit, "cache", "prune", "--help"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and "--older-than" in shown.stdout
+    refused = subprocess.run([*edgekit, "bench", "x", "--threads", "-1"], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "Invalid value for '--threads': -1 is not in the range x>=1" in refused.stderr
