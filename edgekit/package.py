@@ -213,6 +213,9 @@ class Staging:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
+        if self.out.name in ("", "..") or self.out.resolve() == Path.cwd():
+            raise UserError(f"-o {out} names a folder by a relative step or the current folder; give the package a "
+                            "path of its own (a new or empty folder, or NAME.zip)")
         self.zip = self.out.suffix == ".zip"
         refusal = self._why_not_replaceable() if self.out.exists() or self.out.is_symlink() else None
         if refusal:

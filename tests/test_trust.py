@@ -226,3 +226,20 @@ def test_two_compiles_sharing_a_cache_compute_each_step_once(cnn_source, cnn_dat
     computed = [sum(not step["cached"] for step in pair) for pair in zip(*steps)]
     assert computed == [1, 1, 1]  # per step: one compile computed it, the other read it
     assert not list(cache.glob("*.partial-*"))
+
+
+def test_output_to_the_current_folder_is_refused(cnn_source, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for output in (".", "sub/..", str(here)):
+        result = CliRunner().invoke(main, ["compile", cnn_source, "-t", "cpu-ort", "--input", CNN_INPUT, "-o", output,
+                                           "--bench-runs", "1", "--no-cache"])
+        assert result.exit_code == 1 and result.stderr.strip().splitlines()[-1] == (
+            f"error: -o {output} names a folder by a relative step or the current folder; give the package a path of "
+            "its own (a new or empty folder, or NAME.zip)")
+    assert list(here.iterdir()) == []
