@@ -3,6 +3,8 @@ is checked before extraction and unpacked once into a folder named by its sha256
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -96,12 +98,16 @@ def read_package(path: str | Path, verify: bool = True, unpack_root: Path | None
 
 def _read_folder(path: Path, verify: bool, origin: Path | None = None) -> Package:
     manifest_path = path / MANIFEST
+    if manifest_path.is_symlink():
+        raise UserError(f"package {origin or path}: {MANIFEST} is a link; a package holds its own files")
     if not manifest_path.is_file():
         raise UserError(f"{origin or path} is not an edgekit package (no {MANIFEST})")
     try:
         raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"package {origin or path}: corrupt manifest: {error}") from None
+    except RecursionError:
+        raise UserError(f"package {origin or path}: corrupt manifest: nested too deeply") from None
     package = Package(path, Manifest.from_dict(raw, f"package {origin or path}"), origin)
     package.check_contents()
     if verify:
@@ -174,6 +180,12 @@ def _unzip(archive: Path, zipped: zipfile.ZipFile, root: Path, digest: str) -> P
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise UserError(f"{archive}: {', '.join(repeated)} appear more than once in the archive")
+    files = {name for name in names if not name.endswith("/")}
+    folders = {parent.as_posix() for name in names for parent in PurePosixPath(name.rstrip("/")).parents} | {
+        name.rstrip("/") for name in names if name.endswith("/")}
+    both = sorted(files & folders)
+    if both:
+        raise UserError(f"{archive}: {both[0]} is both a file and a folder in the archive")
     if MANIFEST not in names:
         raise UserError(f"{archive} is not an edgekit package (no {MANIFEST})")
     if sum(entry.file_size for entry in entries) > UNZIPPED_LIMIT:
@@ -184,6 +196,9 @@ def _unzip(archive: Path, zipped: zipfile.ZipFile, root: Path, digest: str) -> P
     folder = owned_scratch(root, f"{digest}.partial-")
     try:
         zipped.extractall(folder)
+    except OSError as error:  # a name the file system refuses (too long, say), or a full disk
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"{archive}: cannot unpack it: {error.strerror or error}") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -252,18 +267,46 @@ class Staging:
         (self.root / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
 
     def commit(self) -> Path:
+        """Move the package into place in one step: `out` holds the old package or the new one at every moment."""
         if self.zip:  # beside the staging folder, under its owned name (the next run removes a killed run's)
             partial = self.root.with_name(f"{self.root.name}.zip")
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zipped:
                 for path in sorted(self.root.rglob("*")):
                     zipped.write(path, path.relative_to(self.root).as_posix())
+            self._check_replaceable()  # another process may have written `out` since we looked
             os.replace(partial, self.out)
             return self.out
-        if self.out.exists():
-            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, trash)
-            os.replace(self.root, self.out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.root, self.out)
+        if not self.out.exists():
+            try:
+                os.rename(self.root, self.out)
+                return self.out
+            except OSError as error:  # another process created `out` meanwhile: replace it if it is a package
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise UserError(f"cannot write {self.out}: {error.strerror or error}") from None
+        self._check_replaceable()
+        _exchange(self.root, self.out)  # the old package is now at self.root, removed with it
         return self.out
+
+    def _check_replaceable(self) -> None:
+        refusal = self._why_not_replaceable() if self.out.exists() or self.out.is_symlink() else None
+        if refusal:
+            raise UserError(f"{self.out} was written by someone else while this compile ran and is not an intact "
+                            f"edgekit package ({refusal}); nothing was changed: choose another -o")
+
+
+def _exchange(new: Path, old: Path) -> None:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); where the system cannot, rename the old one
+    aside and the new one in (a kill between the two leaves the old package at `.NAME.replaced-PID`, kept)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+        if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(old), exchange) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise UserError(f"cannot replace {old}: {os.strerror(code)}")
+    aside = old.with_name(f".{old.name}.replaced-{os.getpid()}")
+    os.rename(old, aside)
+    os.rename(new, old)
+    os.rename(aside, new)
