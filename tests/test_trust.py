@@ -243,3 +243,16 @@ def test_output_to_the_current_folder_is_refused(cnn_source, tmp_path, monkeypat
             f"error: -o {output} names a folder by a relative step or the current folder; give the package a path of "
             "its own (a new or empty folder, or NAME.zip)")
     assert list(here.iterdir()) == []
+
+
+def test_a_hash_consistent_model_its_runtime_cannot_parse_is_one_line(cnn_package, tmp_path):
+    """The manifest's hash is updated to garbage bytes: the runtime's parser error becomes a UserError naming it."""
+    from edgekit.digest import file_sha256
+
+    copy = _copy(cnn_package, tmp_path)
+    (copy / "model.onnx").write_bytes(b"not a protobuf" * 10)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"][0].update(sha256=file_sha256(copy / "model.onnx"), bytes=(copy / "model.onnx").stat().st_size)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"package .*pkg: onnxruntime cannot open model.onnx: .*Protobuf"):
+        load(copy)

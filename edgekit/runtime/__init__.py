@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import UserError
+from edgekit.errors import EdgekitError, UserError, gist
 from edgekit.package import Package, read_package
 from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
@@ -56,7 +56,13 @@ def open_package(package: Package, threads: int | None = None) -> Session:
     if refused:
         raise UserError(f"package {package.name}: its runtime options set {', '.join(refused)}, which only your own "
                         "target file may set (a package is someone else's file)")
-    session = open_model(manifest.runtime, package.files, manifest.inputs, manifest.outputs, options, threads)
+    try:
+        session = open_model(manifest.runtime, package.files, manifest.inputs, manifest.outputs, options, threads)
+    except EdgekitError:
+        raise
+    except Exception as error:  # the files match their hashes, but the runtime's parser refuses them
+        raise UserError(f"package {package.name}: {manifest.runtime} cannot open {package.main_file.name}: "
+                        f"{gist(error)}") from None
     session.package = package
     return session
 
