@@ -13,6 +13,7 @@ import stat
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -150,7 +151,7 @@ def unpacked(archive: Path, root: Path) -> tuple[Path, bool]:
                     return entry, True
                 shutil.rmtree(entry, ignore_errors=True)
                 partial = _unzip(archive, zipped, root, digest)
-        except zipfile.BadZipFile as error:
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a bad CRC, deflate stream or truncated member
             raise UserError(f"{archive}: corrupt archive: {error}") from None
     try:
         partial.rename(entry)
