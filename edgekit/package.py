@@ -153,6 +153,8 @@ def unpacked(archive: Path, root: Path) -> tuple[Path, bool]:
                 partial = _unzip(archive, zipped, root, digest)
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a bad CRC, deflate stream or truncated member
             raise UserError(f"{archive}: corrupt archive: {error}") from None
+        except NotImplementedError as error:  # a compression method or zip version Python's zipfile cannot read
+            raise UserError(f"{archive}: unsupported archive ({error}); write it with plain deflate") from None
     try:
         partial.rename(entry)
     except OSError:  # another process unpacked the same archive first: use that one
