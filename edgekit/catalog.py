@@ -49,15 +49,37 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
     raise UserError(f"unknown {kind[:-1]} '{text}'{did_you_mean(text, names)}; built-in: {', '.join(names)}")
 
 
+# values a target or recipe file may hold once YAML aliases are expanded (a few lines of nested aliases expand to
+# billions, which any later walk of the data, a message included, would spend minutes and gigabytes on)
+MAX_YAML_VALUES = 100_000
+
+
 def read_yaml(path: Path, kind: str) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # bytes: YAML's reader decodes them and names a bad byte
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply for a {kind[:-1]} file") from None
+    if _count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise UserError(f"{path}: expands to over {MAX_YAML_VALUES} values (YAML aliases?); not a {kind[:-1]} file")
     if isinstance(data, list) and kind == "recipes":
         data = {"steps": data}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top of the {kind[:-1]} file")
     return data
+
+
+def _count_values(data: object, limit: int) -> int:
+    """How many values (keys, items, scalars) `data` holds with aliases expanded, counting no further than `limit`+1."""
+    stack, count = [data], 0
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            stack += value
+    return count

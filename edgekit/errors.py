@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
+# what must not reach a terminal raw from a user's input (a file name, a YAML key): C0 and C1 controls, DEL, the
+# Unicode line and paragraph separators, and lone surrogates (unencodable)
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
 
 class EdgekitError(Exception):
-    """Base of every error edgekit raises on purpose."""
+    """Base of every error edgekit raises on purpose; its text is one printable line (see `printable`)."""
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
+
+
+def printable(text: str) -> str:
+    """`text` with every UNPRINTABLE character escaped as Python writes it (`\\x1b`, `\\n`, `\\ud800`)."""
+    return UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 class UserError(EdgekitError):

@@ -82,7 +82,7 @@ def load_target(name_or_path: str | Path) -> Target:
         if key not in data:
             raise UserError(f"{where}: missing field '{key}'")
     device = build(_Device, {"device": data["device"]}, where).device
-    if data["runtime"] not in BACKENDS:
+    if not isinstance(data["runtime"], str) or data["runtime"] not in BACKENDS:
         raise UserError(f"{where}: unknown runtime '{data['runtime']}'{did_you_mean(str(data['runtime']), BACKENDS)}")
     try:
         target_format = Format(data["format"])
@@ -91,18 +91,40 @@ def load_target(name_or_path: str | Path) -> Target:
         raise UserError(f"{where}: unknown format '{data['format']}'{did_you_mean(str(data['format']), formats)}") from None
     isa = str(data.get("isa", "host"))
     resolve_isa(isa, where)  # an unknown name fails here, not at first use
-    options = dict(data.get("options") or {})
+    options = data.get("options") or {}
     check_options(data["runtime"], options, f"{where}, options")
-    lowering = tuple(parse_step(raw, f"{where}, lowering {i + 1}") for i, raw in enumerate(data.get("lowering") or []))
+    precisions = _names(data["precisions"], f"{where}, precisions", "a list of precisions such as [fp32, int8]")
+    lowering = _listed(data.get("lowering"), f"{where}, lowering", "a list of steps such as [{pass: optimize-onnx}]")
+    recipes = data.get("recipes") or {}
+    if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
+        raise UserError(f"{where}, recipes: expected a mapping of precision to recipe name such as {{int8: int8}}")
     return Target(
         name=str(data.get("name", path.stem)), device=device, runtime=data["runtime"], format=target_format,
-        precisions=tuple(data["precisions"]), options=options,
+        precisions=precisions, options=dict(options),
         constraints=build(Constraints, data.get("constraints"), f"{where}, constraints"),
-        lowering=lowering, quantize=_quantize_entries(data.get("quantize"), where), default_recipe=str(data.get("default_recipe", "fp32")),
-        recipes={str(k): str(v) for k, v in (data.get("recipes") or {}).items()},
+        lowering=tuple(parse_step(raw, f"{where}, lowering {i + 1}") for i, raw in enumerate(lowering)),
+        quantize=_quantize_entries(data.get("quantize"), where), default_recipe=str(data.get("default_recipe", "fp32")),
+        recipes={str(k): v for k, v in recipes.items()},
         description=str(data.get("description", "")), source=str(path),
         isa=isa,
     )
+
+
+def _listed(raw: Any, where: str, expected: str) -> list:
+    """A list field (absent: empty), else a UserError saying what it should be."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise UserError(f"{where}: expected {expected}, got {type(raw).__name__}")
+    return raw
+
+
+def _names(raw: Any, where: str, expected: str) -> tuple[str, ...]:
+    """A list of strings, else a UserError saying what it should be."""
+    listed = _listed(raw, where, expected)
+    if not all(isinstance(name, str) for name in listed):
+        raise UserError(f"{where}: expected {expected}, got {raw!r}")
+    return tuple(listed)
 
 
 def _quantize_entries(raw: Any, where: str) -> dict[str, tuple[Step, ...]]:

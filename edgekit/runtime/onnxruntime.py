@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekit.errors import MissingBackend, UnsupportedOnTarget
+from edgekit.errors import MissingBackend, UnsupportedOnTarget, UserError, gist
 from edgekit.runtime.session import Session
+from edgekit.spec import TensorSpec
 
 PACKAGE = "onnxruntime"
 EXTRA = "onnx"
@@ -94,7 +95,36 @@ class OrtSession(Session):
                 "its CUDA, cuDNN or TensorRT libraries are missing or of another version (see onnxruntime's log above)"
             )
         self._output_names = [o.name for o in self._session.get_outputs()]
+        _check_specs(self._session, inputs, outputs, files[0].name)
+        self._invalid = ort.capi.onnxruntime_pybind11_state.InvalidArgument
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._session.run(self._output_names, feeds)
+        try:
+            values = self._session.run(self._output_names, feeds)
+        except self._invalid as error:  # feeds that fit the package's specs but not the model (a dim the specs leave free)
+            raise UserError(f"onnxruntime refused these inputs for {self.files[0].name}: {gist(error)}") from None
         return dict(zip(self._output_names, values))
+
+
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _check_specs(session, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], name: str) -> None:
+    """The specs a package lists are the model's: its input names, ranks, dtypes and fixed dims, its output names in
+    order (specs that say otherwise would fail inside onnxruntime at every run, or key the results wrongly)."""
+    own = {value.name: value for value in session.get_inputs()}
+    if sorted(own) != sorted(spec.name for spec in inputs):
+        raise UserError(f"{name} takes inputs {', '.join(own)}, but its package lists {', '.join(s.name for s in inputs) or 'none'}")
+    for spec in inputs:
+        value = own[spec.name]
+        wanted = ONNX_TYPES.get(value.type, spec.dtype)
+        fixed = [(axis, dim) for axis, dim in enumerate(value.shape) if isinstance(dim, int)]
+        if len(value.shape) != len(spec.shape) or wanted != spec.dtype or any(
+                isinstance(spec.shape[axis], int) and spec.shape[axis] != dim for axis, dim in fixed):
+            raise UserError(f"{name} takes input '{spec.name}' as {value.type} {value.shape}, but its package lists "
+                            f"{spec.dtype} [{spec.shape_text()}]")
+    given = [value.name for value in session.get_outputs()]
+    if given != [spec.name for spec in outputs]:
+        raise UserError(f"{name} gives outputs {', '.join(given)}, but its package lists "
+                        f"{', '.join(s.name for s in outputs) or 'none'}")
