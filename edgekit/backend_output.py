@@ -44,7 +44,7 @@ def to_log(path: Path) -> Iterator[Path | None]:
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     real = {fd: os.fdopen(os.dup(saved[fd]), "w", buffering=1, encoding="utf-8", errors="replace") for fd in (1, 2)}
-    previous = (console.out.file, console.err.file)
+    previous = (console.out._file, console.err._file)  # None: follow sys.stdout/sys.stderr (restored as such)
     console.out.file, console.err.file = real[1], real[2]
     with log:
         os.dup2(log.fileno(), 1)
@@ -58,6 +58,6 @@ def to_log(path: Path) -> Iterator[Path | None]:
                 os.dup2(saved[fd], fd)
                 os.close(saved[fd])
                 real[fd].flush()
-            console.out.file, console.err.file = previous
+            console.out._file, console.err._file = previous
             for stream in real.values():
                 stream.close()

@@ -15,7 +15,7 @@ def test_a_failed_demo_row_is_named_below_the_table_not_inside_it(monkeypatch):
          "error": "step 'quantize-tflite' failed: RuntimeError: a long reason that would widen any column it sat in"},
     ]
     screen = io.StringIO()
-    monkeypatch.setattr(console.out, "file", screen)
+    monkeypatch.setattr(console.out, "_file", screen)  # restored to None: follow sys.stdout
     console.show_demo(rows)
     lines = screen.getvalue().splitlines()
     table = [line for line in lines if "cpu-ort" in line or "mobile-tflite" in line and "failed:" not in line]
@@ -29,7 +29,7 @@ def test_recipe_listing_shows_intents_and_passes(monkeypatch):
     from edgekit.recipe import load_recipe
 
     screen = io.StringIO()
-    monkeypatch.setattr(console.out, "file", screen)
+    monkeypatch.setattr(console.out, "_file", screen)  # restored to None: follow sys.stdout
     monkeypatch.setattr(console.out, "width", 400)
     console.show_recipes([load_recipe(name).to_dict() | {"description": ""}
                           for name in ("int8", "int4-weights", "prune-distill-int8", "int8-nncf-transformer")])
