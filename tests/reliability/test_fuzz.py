@@ -10,6 +10,7 @@ import io
 import json
 import math
 import shutil
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -255,6 +256,17 @@ def _corrupt_zip_case(given: Given) -> Case:
     return lambda: load_and_run(archive, given.sandbox.tmp), archive.parent
 
 
+def _unsupported_zip_case(given: Given) -> Case:
+    """The package as a .zip whose first entry needs zip version 25.5 (zipfile reads up to 6.3)."""
+    archive = given.sandbox.case() / "pkg.zip"
+    files = {p.name: p.read_bytes() for p in sorted(given.package.iterdir())}
+    data = bytearray(ZipLayout("", {}, (), None, None, zipfile.ZIP_STORED, None).build(files, ""))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as opened:
+        struct.pack_into("<H", data, opened.start_dir + 6, 0xFF)  # the central header's "version needed to extract"
+    archive.write_bytes(bytes(data))
+    return lambda: load_and_run(archive, given.sandbox.tmp), archive.parent
+
+
 def _yaml_case(given: Given, kind: str, text: bytes) -> Case:
     path = given.sandbox.case() / f"{kind}.yaml"
     path.write_bytes(text)
@@ -294,6 +306,7 @@ FOUND = [  # each was a traceback, an unclean message or an unsafe read when thi
     pytest.param("zip layout", lambda g: _zip_case(g, "x" * 300), id="long-zip-name"),
     pytest.param("manifest", lambda g: _package_case(g, "garbage-model"), id="garbage-model-with-its-own-hash"),
     pytest.param("zip layout", _corrupt_zip_case, id="corrupt-deflate-stream"),
+    pytest.param("zip layout", _unsupported_zip_case, id="unsupported-zip-version"),
 ]
 
 
