@@ -35,6 +35,7 @@ from benchmarks.zoo import CACHE, MODELS, ZooModel  # noqa: E402
 RECIPES = ("fp32", "int8", "auto")
 CELL_TIMEOUT_S = 3600  # ExecuTorch lowers the Khmer CRNN (unrolled BiLSTM) in ~23 min on a quiet 2-core EPYC
 TASK_BAR = 0.01  # a package keeps the task when its score is within this of the source's own (1.0 for agreement metrics)
+OLD_MAX_DROP = 0.01  # the default tolerance before task-aware judging (issue 11)
 
 
 def cpu_targets() -> list[str]:
@@ -91,6 +92,8 @@ def run_target(model_name: str, target: str, threads: int, runs: int) -> list[di
                 for recipe in RECIPES]
     rows = {row["name"]: row for row in result.manifest.auto["candidates"]}
     reference = model.task(model.reference)
+    judged = judged_candidates(model, folder / "candidates", rows, threads, reference)
+    old = old_default_choice(judged)
     picks = {"fp32": "fp32", "int8": int8_candidate(target, list(rows)), "auto": result.manifest.auto["chosen"]}
     cells = []
     for recipe, name in picks.items():
@@ -102,11 +105,40 @@ def run_target(model_name: str, target: str, threads: int, runs: int) -> list[di
         package = result.package if recipe == "auto" else folder / "candidates" / name
         cells.append({**base, "recipe": recipe, **score(model, package, threads, reference), "chosen": name,
                       "p50_ms": row["p50_ms"], "size_bytes": row["size_bytes"], "conditions": row["conditions"],
-                      "candidates": [{k: r.get(k) for k in ("name", "status", "verdict", "p50_ms", "reason")}
-                                     for r in rows.values()] if recipe == "auto" else []})
+                      "candidates": judged if recipe == "auto" else [],
+                      "old_choice": old if recipe == "auto" else None})
     for cell in cells:
         cell["seconds"] = round(time.perf_counter() - started, 1)
     return cells
+
+
+def old_within(fidelity: dict) -> bool:
+    """The default tolerance before task-aware judging: top-1 accuracy when labelled, else the mean cosine, drop ≤ 0.01."""
+    if "accuracy" in fidelity:
+        return fidelity["reference_accuracy"] - fidelity["accuracy"] <= OLD_MAX_DROP + 1e-9
+    return 1.0 - fidelity["cosine_mean"] <= OLD_MAX_DROP + 1e-9
+
+
+def old_default_choice(candidates: list[dict]) -> str | None:
+    """What `--recipe auto` chose before: the fastest p50 among candidates within the old default tolerance."""
+    within = [row for row in candidates if row["status"] == "ok" and row["old_within"]]
+    return min(within, key=lambda row: (row["p50_ms"], row["size_bytes"]))["name"] if within else None
+
+
+def judged_candidates(model: ZooModel, folder: Path, rows: dict, threads: int, reference) -> list[dict]:
+    """Every auto candidate with its new verdict, why it won or lost, its latency interval, the old default's verdict
+    and its score on the model's task."""
+    found = []
+    for row in rows.values():
+        kept = {k: row.get(k) for k in ("name", "status", "precision", "verdict", "p50_ms", "p50_low", "p50_high",
+                                        "size_bytes", "reason", "why", "metric", "judged", "chosen")}
+        if row["status"] == "ok":
+            kept["old_within"] = old_within(row["fidelity"])
+            kept["cosine_mean"] = row["fidelity"]["cosine_mean"]
+            kept["task"] = score(model, folder / row["name"], threads, reference)["task"]
+            kept["changes_task"] = kept["task"]["value"] < reference.value - TASK_BAR
+        found.append(kept)
+    return found
 
 
 def score(model: ZooModel, package: Path, threads: int, reference) -> dict:

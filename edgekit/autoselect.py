@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.build import CompileResult, build_package
+from edgekit.build import CompileResult, build_package, failure
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.intent import QuantizeIntent, lower_intent
 from edgekit.manifest import Manifest
-from edgekit.metrics import Evaluation, resolve_metric, verdict
+from edgekit.metrics import Evaluation, deciding, verdicts
 from edgekit.package import Staging, read_package
 from edgekit.passes.base import get_pass
 from edgekit.recipe import Recipe, load_recipe
@@ -21,10 +22,9 @@ from edgekit.scratch import owned_scratch
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
-# the tolerance when the user gives none: top-1 may drop by one point, cosine must stay ≥ 0.99
-DEFAULT_MAX_DROP = {"top1": 0.01, "cosine": 0.01}
+MIN_SPEEDUP = 0.05  # a less precise candidate must be this much faster (and beyond its p50's interval) to win
 FIDELITY_KEYS = ("samples", "cosine_mean", "cosine_min", "max_abs", "mse", "top1_agreement", "accuracy",
-                 "reference_accuracy", "custom")
+                 "reference_accuracy", "custom", "judged")
 
 
 @dataclass(frozen=True)
@@ -101,46 +101,86 @@ def transformer_like(package: Path) -> tuple[bool, str]:
     return matmuls >= 2 and matmuls > convs, f"{matmuls} MatMul vs {convs} Conv/Gemm"
 
 
-def tolerance_for(given: Evaluation | None, fidelity: dict) -> tuple[Evaluation, bool]:
-    """The tolerance to select with, and whether it is the default (metric auto resolved on `fidelity`)."""
+def tolerance_for(given: Evaluation | None) -> tuple[Evaluation, bool]:
+    """The tolerance to select with, and whether its limits are the metrics' defaults (no max_drop given)."""
     given = given or Evaluation()
-    metric = resolve_metric(fidelity, given.metric)
-    if given.max_drop is not None:
-        return replace(given, metric=metric), False
-    if metric not in DEFAULT_MAX_DROP:
-        raise UserError(f"--recipe auto with metric {metric} needs a tolerance: give --max-drop")
-    return replace(given, metric=metric, max_drop=DEFAULT_MAX_DROP[metric]), True
+    return given, given.max_drop is None
 
 
-def choose(records: list[dict], tolerance: Evaluation) -> tuple[dict | None, list[dict]]:
-    """Judge each measured record against `tolerance`; the fastest (p50, then size) within it wins.
+def precision_rank(precision: str) -> int:
+    """0 for the most precise: fp32, then 16-bit floats, int8, int4 — fewer bits, higher rank."""
+    bits = re.search(r"\d+", precision)
+    return {32: 0, 16: 1, 8: 2, 4: 3}.get(int(bits.group()) if bits else 32, 4)
 
-    Records carry `name`, `status` ('ok', 'failed', 'skipped'), and for 'ok' `fidelity`, `p50_ms`,
-    `size_bytes`. Returns the winner (None when nothing is within) and the records with `verdict`.
+
+def faster_beyond_noise(fast: dict, slow: dict, min_speedup: float) -> bool:
+    """`fast`'s p50 is at least `min_speedup` below `slow`'s and their p50 confidence intervals do not overlap."""
+    low = slow.get("p50_low") or slow["p50_ms"]
+    high = fast.get("p50_high") or fast["p50_ms"]
+    return high < low and fast["p50_ms"] <= slow["p50_ms"] * (1.0 - min_speedup)
+
+
+def _interval(row: dict) -> str:
+    low, high = row.get("p50_low"), row.get("p50_high")
+    return f"{row['p50_ms']:.3g} ms" + (f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else "")
+
+
+def choose(records: list[dict], tolerance: Evaluation, default_limits: bool = True,
+           min_speedup: float = MIN_SPEEDUP) -> tuple[dict | None, list[dict]]:
+    """Judge each measured record against `tolerance`; a less precise candidate is chosen only when it is faster than
+    every more precise one within tolerance beyond the noise; among those, the fastest (p50, then size) wins.
+
+    More precise: fewer bits dropped (fp32, fp16/bf16, int8, int4), then nearer its limits' origin. Records carry
+    `name`, `status` ('ok', 'failed', 'skipped'), and for 'ok' `fidelity`, `precision`, `p50_ms` (with `p50_low`,
+    `p50_high`: its confidence interval) and `size_bytes`. Returns the winner (None when nothing is within) and the
+    records with `verdict`, `metric` (the deciding output's figures), `judged` and `why`.
     """
     judged = []
     for record in records:
         row = dict(record)
         if row["status"] == "ok":
-            check = verdict(row["fidelity"], tolerance)
+            found = verdicts(row["fidelity"], tolerance, default_limits)
+            check = deciding(found)
             row["verdict"] = "within" if check.ok else "misses"
-            row["metric"] = {"name": check.metric, "value": check.value, "reference": check.reference,
-                             "drop": check.drop, "limit": check.limit}
+            row["metric"] = _figures(check)
+            row["judged"] = [_figures(v) for v in found]
+            row["why"] = "" if check.ok else failure(check)
+            row["strain"] = check.strain if check.ok else None
         else:
             row["verdict"] = row["status"]
+            row["why"] = row.get("reason", "")
         judged.append(row)
-    within = [row for row in judged if row["verdict"] == "within"]
-    best = min(within, key=lambda row: (row["p50_ms"], row["size_bytes"]), default=None)
+    within = sorted((row for row in judged if row["verdict"] == "within"),
+                    key=lambda row: (precision_rank(row["precision"]), row["strain"], row["p50_ms"]))
+    qualified = []
+    for index, row in enumerate(within):
+        blocker = next((m for m in within[:index] if not faster_beyond_noise(row, m, min_speedup)), None)
+        if blocker is None:
+            qualified.append(row)
+        else:
+            row["why"] = (f"not faster beyond noise (and by {min_speedup:.0%}) than the more precise {blocker['name']}: "
+                          f"{_interval(row)} vs {_interval(blocker)}")
+    best = min(qualified, key=lambda row: (row["p50_ms"], row["size_bytes"]), default=None)
+    for row in qualified:
+        row["why"] = ("fastest of those faster beyond noise than every more precise candidate" if row is best
+                      else f"slower than {best['name']}: {_interval(row)} vs {_interval(best)}")
     for row in judged:
         row["chosen"] = row is best
     return best, judged
+
+
+def _figures(check) -> dict:
+    return {"name": check.metric, "output": check.output, "reason": check.reason, "value": check.value,
+            "reference": check.reference, "drop": check.drop, "limit": check.limit, "worst": check.worst,
+            "worst_drop": check.worst_drop, "worst_limit": check.worst_limit, "worst_sample": check.worst_sample,
+            "changed": check.changed, "samples": check.samples, "ok": check.ok}
 
 
 def compile_auto(source: str | Path, target: str | Path, output: str | Path, calib: str | Path | None = None,
                  eval: str | Path | None = None, inputs: tuple = (), cache_dir: Path | None = None,
                  bench_runs: int = 50, threads: int | None = None, progress: Any = None,
                  instruments: tuple = (), tolerance: Evaluation | None = None, keep_candidates: Path | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP):
     """Compile each candidate into a scratch folder, measure, choose, and write the winner to `output`.
 
     `keep_candidates`: a folder to keep every candidate's package in (`<folder>/<candidate>`), else they are removed.
@@ -168,8 +208,8 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                     records.append(_record(candidate, "skipped", f"not transformer-like: {why}"))
                     continue
             # candidates are judged by choose(), so none may fail compile on its own recipe's limit
-            measured = replace(recipe, evaluation=replace(recipe.evaluation, max_drop=None,
-                                                          metric=(tolerance or Evaluation()).metric))
+            measured = replace(recipe, evaluation=replace(tolerance or Evaluation(), max_drop=None, worst=None,
+                                                          data=recipe.evaluation.data))
             log.info("auto: compiling candidate %s", candidate.name)
             try:
                 result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
@@ -185,25 +225,26 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                 continue
             results[candidate.name] = result
             records.append(_measured(candidate, result.manifest))
-        first = next((r for r in records if r["status"] == "ok"), None)
-        if first is None:
+        if not any(r["status"] == "ok" for r in records):
             raise UnsupportedCandidates(records)
-        limit, default = tolerance_for(tolerance, first["fidelity"])
-        best, rows = choose(records, limit)
+        limit, default = tolerance_for(tolerance)
+        best, rows = choose(records, limit, default, min_speedup)
         if best is None:
-            raise FidelityError(f"--recipe auto: no candidate is within {limit.metric} max_drop {limit.max_drop}: "
-                                + "; ".join(f"{r['name']} {r['verdict']}" for r in rows))
+            raise FidelityError("--recipe auto: no candidate is within tolerance: "
+                                + "; ".join(f"{r['name']}: {r['why']}" for r in rows))
         winner = results[best["name"]]
         measured = winner.manifest.metrics
+        judged = verdicts(measured.fidelity, limit, default)
+        bounds = {"metric": limit.metric, "max_drop": limit.max_drop, "worst": limit.worst, "relative": limit.relative}
         manifest = replace(
             winner.manifest,
-            recipe={**winner.manifest.recipe,
-                    "evaluate": {"metric": limit.metric, "max_drop": limit.max_drop, "relative": limit.relative}},
-            metrics=replace(measured, verdict=verdict(measured.fidelity, limit).record(),
+            recipe={**winner.manifest.recipe, "evaluate": {**winner.manifest.recipe.get("evaluate", {}), **bounds}},
+            metrics=replace(measured, verdict=deciding(judged).record(), judged=tuple(v.record() for v in judged),
                             bench=replace(measured.bench, package=str(output))),
-            auto={"chosen": best["name"], "tolerance": {"metric": limit.metric, "max_drop": limit.max_drop,
-                                                        "relative": limit.relative, "default": default},
-                  "rule": "fastest p50 latency (then smallest) among candidates within tolerance",
+            auto={"chosen": best["name"], "tolerance": {**bounds, "default": default, "min_speedup": min_speedup},
+                  "rule": (f"the most precise candidate within tolerance, unless a less precise one is faster than "
+                           f"every more precise one by at least {min_speedup:.0%} with non-overlapping 95% p50 "
+                           "intervals; the fastest such wins"),
                   "candidates": rows},
         )
         path = _write(winner.package, Path(output), manifest)
@@ -232,9 +273,10 @@ def _measured(candidate: Candidate, manifest: Manifest) -> dict:
     bench = metrics.bench
     return {
         **_record(candidate, "ok", ""), "precision": manifest.precision,
-        "p50_ms": bench.latency_ms.p50, "mean_ms": bench.latency_ms.mean, "size_bytes": manifest.file_bytes,
+        "p50_ms": bench.latency_ms.p50, "p50_low": bench.latency_ms.p50_low, "p50_high": bench.latency_ms.p50_high,
+        "mean_ms": bench.latency_ms.mean, "size_bytes": manifest.file_bytes,
         "fidelity": {k: v for k, v in metrics.fidelity.items() if k in FIDELITY_KEYS},
-        "conditions": {k: bench.conditions[k] for k in ("threads", "batch", "runs", "warmup", "cpu")},
+        "conditions": {k: bench.conditions.get(k) for k in ("threads", "batch", "runs", "warmup", "cpu", "isa", "cpu_flags")},
         "fallback": manifest.fallback,
     }
 

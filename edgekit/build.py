@@ -14,14 +14,14 @@ from edgekit import __version__
 from edgekit.catalog import builtin_names
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
-from edgekit.errors import FidelityError, UnsupportedOnTarget
+from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, runner_for
 from edgekit.golden import GOLDEN_SAMPLES, write_golden
 from edgekit.ingest import ingest
 from edgekit.instruments import Instrument, StepRecord, library_versions
 from edgekit.isa import host_cpu
 from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Golden, Manifest, Metrics, TargetRecord
-from edgekit.metrics import Evaluation, compare, verdict
+from edgekit.metrics import Evaluation, compare, deciding, verdicts
 from edgekit.model import Model
 from edgekit.package import Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
@@ -47,13 +47,14 @@ class CompileResult:
 
 
 def with_tolerance(recipe: Recipe, tolerance: Evaluation | None) -> Recipe:
-    """`recipe` judged by `tolerance`'s metric and allowed drop instead of its own (its evaluation data kept)."""
+    """`recipe` judged by `tolerance`'s metric, options and allowed drops instead of its own (its evaluation data
+    kept, and its own limits where `tolerance` gives none)."""
     if tolerance is None:
         return recipe
     own = recipe.evaluation
-    return replace(recipe, evaluation=replace(own, metric=tolerance.metric, relative=tolerance.relative,
-                                              higher_is_better=tolerance.higher_is_better,
-                                              max_drop=own.max_drop if tolerance.max_drop is None else tolerance.max_drop))
+    return replace(recipe, evaluation=replace(tolerance, data=own.data,
+                                              max_drop=own.max_drop if tolerance.max_drop is None else tolerance.max_drop,
+                                              worst=own.worst if tolerance.worst is None else tolerance.worst))
 
 
 def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
@@ -85,6 +86,9 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
         log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
                     chosen_target.name, unavailable)
     model = ingest(source, inputs, trust_remote_code)
+    judged_output = chosen_recipe.evaluation.output
+    if judged_output and judged_output not in (names := [spec.name for spec in model.outputs]):
+        raise UserError(f"evaluate: output '{judged_output}' is not one of the model's outputs: {', '.join(names)}")
     the_plan = make_plan(model, chosen_recipe, chosen_target)
     calibration = load_data(calib, model.inputs, model.meta.get("tokenizer")) if calib else None
     eval = eval or chosen_recipe.evaluation.data
@@ -114,10 +118,7 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
                 staging.write_manifest(manifest)
                 check = manifest.metrics.verdict
                 if not check.ok:
-                    raise FidelityError(
-                        f"{check.metric} dropped by {check.drop:.4f} (from {check.reference} to "
-                        f"{check.value:.4f}), over the recipe's max_drop {check.limit}: no package written"
-                    )
+                    raise FidelityError(f"{failure(check)}: no package written")
             path = staging.commit()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -151,11 +152,24 @@ def _measure(source: Model, root: Path, output: str | Path, evaluation: Dataset,
     session = load(root, threads=threads)
     reference = collect(runner_for(source, threads), feeds)
     candidate = collect(lambda feed: list(session.run(feed).values()), feeds)
-    fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation.metric)
+    names = tuple(spec.name for spec in source.outputs)  # the source's names: what the user sees and names
+    fidelity = compare(reference, candidate, evaluation.labels, recipe.evaluation, names)
     fidelity["data"] = evaluation.origin
     fidelity["executed_precision"] = session.execution_precision
     bench = measure(root, threads=threads, runs=bench_runs, warmup=max(bench_runs // 10, 1))
-    return Metrics(fidelity, verdict(fidelity, recipe.evaluation).record(), replace(bench, package=str(output)))
+    judged = verdicts(fidelity, recipe.evaluation)
+    return Metrics(fidelity, deciding(judged).record(), replace(bench, package=str(output)),
+                   tuple(v.record() for v in judged))
+
+
+def failure(check) -> str:
+    """Why a verdict failed, in one line: the mean's drop or the worst sample's, against its limit."""
+    where = f" on {check.output}" if check.output else ""
+    if check.limit is not None and check.drop > check.limit:
+        return (f"{check.metric}{where} dropped by {check.drop:.4f} (from {check.reference:.4g} to {check.value:.4f}), "
+                f"over max_drop {check.limit}")
+    return (f"{check.metric}{where}: sample {check.worst_sample} dropped by {check.worst_drop:.4f} "
+            f"(to {check.worst:.4f}), over the worst-sample limit {check.worst_limit}")
 
 
 def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRecord], calibration: Dataset | None,

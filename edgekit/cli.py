@@ -11,10 +11,12 @@ import warnings
 from pathlib import Path
 
 import click
+import yaml
 
 from edgekit.errors import EdgekitError
 
 CACHE_ENV = "EDGEKIT_CACHE_DIR"
+METRIC_OPTIONS = ("output", "axis", "blank", "threshold", "decode")
 
 
 class Group(click.Group):
@@ -151,13 +153,23 @@ TRUST_REMOTE_CODE = click.option(
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
 @click.option("--no-cache", is_flag=True, help="Run every step afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--metric", default=None, help="Judge the package by top1, cosine, mse, max_abs or file.py:function (any recipe).")
-@click.option("--max-drop", type=float, default=None, help="Allowed drop of --metric (auto's default: 0.01 for top1 and cosine).")
+@click.option("--metric", default=None,
+              help="Judge by auto (each output by what it is), top1/topK, agreement, ctc, ctc-edit, mask-iou, box-iou, "
+                   "exact, cosine, rel-error, mse, max_abs or file.py:function (any recipe).")
+@click.option("--max-drop", type=float, default=None,
+              help="Allowed drop of the metric's mean (auto's default: 0.01; rel-error 0.05).")
+@click.option("--worst", type=float, default=None,
+              help="Allowed drop of the worst sample (default: --max-drop for agreement metrics scored per position).")
+@click.option("--metric-option", "metric_options", multiple=True, metavar="KEY=VALUE",
+              help="output=NAME (judge that output), axis=N, blank=N (CTC), threshold=X (mask), decode=file.py:fn (box-iou).")
+@click.option("--min-speedup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="auto: how much faster a less precise candidate must be (beyond its p50 interval) to win.")
 @click.option("--dump-steps", type=click.Path(path_type=Path), default=None,
               help="Write each step's model to DIR/NN-PASS/ (files + model.json); DIR must be new or empty.")
 @TRUST_REMOTE_CODE
 def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
-                    cache_dir, no_cache, as_json, metric, max_drop, dump_steps, trust_remote_code) -> None:
+                    cache_dir, no_cache, as_json, metric, max_drop, worst, metric_options, min_speedup, dump_steps,
+                    trust_remote_code) -> None:
     """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package.
 
     --recipe auto compiles every recipe the target offers, measures each here, and keeps the
@@ -173,20 +185,33 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     output = output or Path("out") / f"{Path(model.split(':')[0]).stem}-{Path(target).stem}"
     from edgekit.recipe import parse_evaluation
 
-    tolerance = None  # --metric / --max-drop judge any recipe; auto has a default
-    if recipe == "auto" or metric or max_drop is not None:
-        tolerance = parse_evaluation({"metric": metric or "auto", "max_drop": max_drop}, None, "--metric/--max-drop")
+    tolerance = None  # --metric / --max-drop / --worst judge any recipe; auto has a default
+    if recipe == "auto" or metric or max_drop is not None or worst is not None or metric_options:
+        given = {"metric": metric or "auto", "max_drop": max_drop, "worst": worst, **_metric_options(metric_options)}
+        tolerance = parse_evaluation(given, None, "--metric/--max-drop/--worst/--metric-option")
     dump = _dump_instruments(dump_steps, recipe)
     with console.StepDisplay(enabled=not as_json) as display:
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
                                   bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance,
-                                  trust_remote_code=trust_remote_code)
+                                  trust_remote_code=trust_remote_code, min_speedup=min_speedup)
     if as_json:
         console.print_json(result.manifest.to_dict())
         return
     console.show_compiled(result)
     if result.manifest.auto is not None:
         console.show_auto(result.manifest.auto)
+
+
+def _metric_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--metric-option KEY=VALUE pairs as evaluate: fields (their types are checked with the recipe's)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in METRIC_OPTIONS:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE with KEY one of {', '.join(METRIC_OPTIONS)}",
+                                     param_hint="--metric-option")
+        options[key] = value if key in ("output", "decode") else yaml.safe_load(value)
+    return options
 
 
 @main.command("bench")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.autoselect import compile_auto
+from edgekit.autoselect import MIN_SPEEDUP, compile_auto
 from edgekit.build import CompileResult, build_package, recipe_for
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
@@ -34,17 +34,18 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
             inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
             threads: int | None = None, progress: Progress | None = None,
             instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
-            trust_remote_code: bool = False) -> CompileResult:
+            trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP) -> CompileResult:
     """Compile `source` for `target` into the package folder (or .zip) `output`.
 
-    `recipe="auto"` compiles every candidate recipe the target offers and keeps the fastest within `tolerance`
-    (default: top-1 drop ≤ 0.01, else cosine ≥ 0.99); any other recipe is judged by `tolerance` where given,
-    else by its own `evaluate`. Nothing is left at `output` unless the chosen package passes. `trust_remote_code` lets
+    `recipe="auto"` compiles every candidate recipe the target offers and keeps the most precise within `tolerance`
+    (default: each output judged by the metric its values call for, with that metric's default limits) unless a less
+    precise one is faster beyond the noise and by `min_speedup`; any other recipe is judged by `tolerance` where
+    given, else by its own `evaluate`. Nothing is left at `output` unless the chosen package passes. `trust_remote_code` lets
     a `.pt2` source run the code it carries (pickles, shape expressions, guard code): only for a file you trust;
     without it such an archive is refused before any of it runs.
     """
     if str(recipe) == "auto":
         return compile_auto(source, target, output, calib, eval, inputs, cache_dir, bench_runs, threads, progress,
-                            instruments, tolerance, trust_remote_code=trust_remote_code)
+                            instruments, tolerance, trust_remote_code=trust_remote_code, min_speedup=min_speedup)
     return build_package(source, target, output, recipe, calib, eval, inputs, cache_dir, bench_runs, threads, progress,
                          instruments, tolerance, trust_remote_code)

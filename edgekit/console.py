@@ -114,29 +114,50 @@ def show_compiled(result) -> None:
     if "accuracy" in fidelity:
         parts.append(f"accuracy {fidelity['accuracy']:.4f} (source {fidelity['reference_accuracy']:.4f})")
     out.print(f"fidelity on {fidelity['samples']} samples of {fidelity['data']}: " + ", ".join(parts))
-    out.print(f"{verdict.metric} drop {verdict.drop:.4g} (limit {verdict.limit})")
+    for judged in metrics.judged or (verdict,):
+        show_verdict(judged)
     show_bench([bench])
 
 
+def show_verdict(verdict) -> None:
+    """One output's judgement: why its metric, the mean and the worst sample against their limits."""
+    if verdict.reason:
+        say(f"judged by {verdict.metric}: {verdict.reason}")
+    worst = "" if verdict.worst is None else f", worst sample #{verdict.worst_sample} {verdict.worst:.4f}"
+    changed = "" if verdict.changed is None else f", changed on {verdict.changed}/{verdict.samples} samples"
+    bound = "" if verdict.worst_limit is None else f", worst-sample drop {verdict.worst_drop:.4g} (limit {verdict.worst_limit})"
+    state = "" if verdict.limit is None and verdict.worst_limit is None else (" — within" if verdict.ok else " — MISSES")
+    say(f"  {verdict.metric} {verdict.value:.4f} (source {verdict.reference:.4g}){worst}{changed}; "
+        f"drop {verdict.drop:.4g} (limit {verdict.limit}){bound}{state}")
+
+
 def show_auto(auto: dict) -> None:
-    """The candidates `--recipe auto` measured: latency, size, metric, verdict."""
+    """The candidates `--recipe auto` measured: latency with its interval, size, metric, worst sample, and why each
+    won or lost."""
     limit = auto["tolerance"]
-    title = (f"--recipe auto: {limit['metric']} drop ≤ {limit['max_drop']}"
-             f"{' (relative)' if limit['relative'] else ''}{' (default tolerance)' if limit['default'] else ''}")
-    table = Table(title=title)
-    for column in ("candidate", "precision", "p50 ms", "size", limit["metric"], "drop", "verdict"):
-        table.add_column(column, justify="right" if column in ("p50 ms", "size", "drop", limit["metric"]) else "left")
+    bounds = "default limits per metric" if limit["default"] else f"max_drop {limit['max_drop']}"
+    if limit.get("worst") is not None:
+        bounds += f", worst {limit['worst']}"
+    table = Table(title=f"--recipe auto: metric {limit['metric']}, {bounds}{' (relative)' if limit['relative'] else ''}")
+    for column in ("candidate", "precision", "p50 ms [95% CI]", "size", "metric", "mean", "worst", "changed", "verdict",
+                   "why"):
+        table.add_column(column, justify="right" if column in ("size", "mean", "worst", "changed") else "left")
     for row in auto["candidates"]:
         if row["status"] != "ok":
-            table.add_row(row["name"], row["precision"], "", "", "", "", f"[red]{row['verdict']}[/red]: {row['reason']}")
+            table.add_row(row["name"], row["precision"], "", "", "", "", "", "", f"[red]{row['verdict']}[/red]",
+                          escape(row.get("why") or row.get("reason", "")))
             continue
         metric = row["metric"]
         verdict = "[bold green]chosen[/bold green]" if row["chosen"] else (
             "within" if row["verdict"] == "within" else "[yellow]misses[/yellow]")
-        table.add_row(row["name"], row["precision"], _ms(row["p50_ms"]), _size(row["size_bytes"]),
-                      f"{metric['value']:.4f}", f"{metric['drop']:.4f}", verdict)
+        interval = f" [{row['p50_low']:.3g}, {row['p50_high']:.3g}]" if row.get("p50_low") is not None else ""
+        changed = "" if metric.get("changed") is None else f"{metric['changed']}/{metric['samples']}"
+        worst = "" if metric.get("worst") is None else f"{metric['worst']:.4f}"
+        table.add_row(row["name"], row["precision"], f"{_ms(row['p50_ms'])}{interval}", _size(row["size_bytes"]),
+                      escape(f"{metric['name']} ({metric['output']})" if metric.get("output") else metric["name"]),
+                      f"{metric['value']:.4f}", worst, changed, verdict, escape(row.get("why", "")))
     out.print(table)
-    out.print(f"rule: {auto['rule']}; latency measured one candidate after another on this machine")
+    say(f"rule: {auto['rule']}; latency measured one candidate after another on this machine")
 
 
 def show_bench(results: list[BenchRecord]) -> None:

@@ -17,11 +17,13 @@ from edgekit.errors import UserError
 from edgekit.schema import build, json_schema
 from edgekit.spec import TensorSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # v1 → v2: an unmeasured package's `metrics` is null instead of {}; v1 packages of earlier edgekits may also lack
 # `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which later versions keep optional.
 # v2 → v3: `golden` (the self-test samples) is new and optional, so a v2 manifest reads as it is.
-UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data}
+# v3 → v4: a verdict names its output, why its metric, the worst sample and its limit; `metrics.judged` holds every
+# judged output's verdict and the latency its p50's confidence interval — all optional, so a v3 manifest reads as it is.
+UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data, 3: lambda data: data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class Latency:
     mean: float
     min: float
     std: float
+    p50_low: float | None = None  # the p50's 95% confidence interval, from the order statistics of the timed runs
+    p50_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,8 @@ class BenchRecord:
 
 @dataclass(frozen=True, slots=True)
 class VerdictRecord:
-    """The metric the recipe is judged by: value, the source's value, the drop and the limit on it."""
+    """One output's metric: the mean over samples, the source's value, the drop and its limit; the worst sample's
+    value, drop and limit; how many samples' task reading (class, text, mask) changed; why this metric."""
 
     metric: str
     value: float
@@ -96,6 +101,14 @@ class VerdictRecord:
     drop: float
     limit: float | None
     ok: bool
+    output: str = ""
+    reason: str = ""
+    worst: float | None = None
+    worst_drop: float | None = None
+    worst_limit: float | None = None
+    worst_sample: int | None = None
+    changed: int | None = None
+    samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +116,9 @@ class Metrics:
     """The package measured against the source on the evaluation data, and its speed."""
 
     fidelity: dict[str, Any]  # cosine_mean, cosine_min, max_abs, mse …; top1_agreement and accuracy where they apply
-    verdict: VerdictRecord
+    verdict: VerdictRecord  # the deciding one of `judged`: a failing output's, else the one nearest its limits
     bench: BenchRecord
+    judged: tuple[VerdictRecord, ...] = ()  # every judged output's verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +134,7 @@ class Golden:
 class Manifest:
     """manifest.json of an edgekit package."""
 
-    schema: Literal[3]  # SCHEMA_VERSION
+    schema: Literal[4]  # SCHEMA_VERSION
     edgekit: str
     created: str
     target: TargetRecord

@@ -1,25 +1,26 @@
-"""What a model is judged by, in one place: the Evaluation (metric, allowed drop, data), the figures of a candidate's
-outputs against the reference's (`compare`), the verdict on them, and the per-sample `score` that accuracy-aware
-quantization (fallback, NNCF accuracy control, INC autotune) and distillation rank candidates with."""
+"""What a model is judged by, in one place: the Evaluation (metric, allowed drop of the mean and of the worst sample,
+data), the figures of a candidate's outputs against the reference's (`compare`), the verdicts on them, and the
+per-sample `score` that accuracy-aware quantization (fallback, NNCF accuracy control, INC autotune) and distillation
+rank candidates with."""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from edgekit.errors import UserError
+from edgekit.functions import MetricFunction, load_metric
+from edgekit.judging import judge
 from edgekit.manifest import VerdictRecord
+from edgekit.task_metrics import NAMES, MetricOptions, builtin
 
-MetricFunction = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
-
-BUILTIN_METRICS = ("auto", "top1", "cosine", "mse", "max_abs")
+BUILTIN_METRICS = ("auto", *NAMES)
+# the tolerance a metric gets when the user gives none (--recipe auto): a task reading (class, text, mask) may change
+# on at most 1% of the samples (and, per sample, on at most 1% of its positions), cosine stays ≥ 0.99, the relative
+# L2 error ≤ 5%
+DEFAULT_MAX_DROP = {"agreement-kind": 0.01, "cosine": 0.01, "rel-error": 0.05}
+DROP_SLACK = 1e-9  # 1 - 0.99 is 0.010000000000000009 in floats: a drop equal to its limit is within it
 
 QUANTIZED_MIN_COSINE = 0.99  # FidelityCheck's bound for conversions of an int-quantized model
 # the relative error a step may show when the runtime computes in a narrower float than fp32: a few
@@ -33,13 +34,20 @@ def executed_tolerance(tolerance: float, *precisions: str) -> float:
     return max([tolerance, *(EXECUTED_TOLERANCE.get(p, 0.0) for p in precisions)])
 
 
+def is_builtin(metric: str) -> bool:
+    return metric == "auto" or builtin(metric) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """How to score a compiled model against its source: the metric, the allowed drop, the data.
+    """How to score a compiled model against its source: the metric, the allowed drops, the data.
 
-    `metric` is a built-in (auto: top1 for classifier outputs, else cosine) or a custom
-    `path/to/file.py:function` / `package.module:function` called as
-    `function(reference_outputs, candidate_outputs, labels) -> float`.
+    `metric` is `auto` (each output judged by what its values are: edgekit.metric_inference), a built-in
+    (edgekit.task_metrics: top1/topK, agreement, ctc, ctc-edit, mask-iou, box-iou, exact, cosine, rel-error, mse,
+    max_abs) judging `output` (default the first), or a custom `path/to/file.py:function` /
+    `package.module:function` called as `function(reference_outputs, candidate_outputs, labels) -> float`.
+    `max_drop` bounds the mean over samples, `worst` the worst sample (default: `max_drop` for agreement metrics
+    whose samples score between 0 and 1, else unbounded).
     """
 
     metric: str = "auto"
@@ -47,53 +55,19 @@ class Evaluation:
     relative: bool = False  # max_drop as a fraction of the reference value
     higher_is_better: bool = True  # only read for a custom metric; built-ins know their direction
     data: str | None = None  # evaluation data used when --eval is not given
-
-
-def load_metric(spec: str, base: Path | None = None, where: str = "metric") -> tuple[str, MetricFunction]:
-    """A custom metric `file.py:function` (relative to the cwd, else to `base`) or `module:function`.
-
-    Returns the spec with the file made absolute, and the function.
-    """
-    location, _, name = spec.rpartition(":")
-    if not location or not name.isidentifier():
-        raise UserError(f"{where}: metric '{spec}' is not file.py:function or package.module:function")
-    if location.endswith(".py"):
-        path = Path(location)
-        if not path.is_file() and base is not None and (base / path).is_file():
-            path = base / path
-        if not path.is_file():
-            raise UserError(f"{where}: metric file {location} not found")
-        path = path.resolve()
-        module = _module_from_file(str(path))
-        location = str(path)
-    else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as error:
-            raise UserError(f"{where}: cannot import metric module '{location}': {error}") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise UserError(f"{where}: {location} has no function '{name}'")
-    return f"{location}:{name}", function
-
-
-@functools.cache
-def _module_from_file(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"edgekit_metric_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except Exception as error:
-        raise UserError(f"metric file {path} failed to import: {type(error).__name__}: {error}") from None
-    return module
+    worst: float | None = field(default=None, metadata={"range": (0.0, 1e9)})
+    output: str | None = None  # judge only this output (by name)
+    axis: int = -1  # the class axis of a named agreement/top-k/mask metric
+    blank: int = 0  # the CTC blank class (ctc, ctc-edit)
+    threshold: float | None = None  # mask-iou on a single-channel map: the mask is where it exceeds this (0.5)
+    decode: str | None = None  # box-iou: file.py:function turning a sample's outputs into boxes [M, 4]
 
 
 def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            labels: np.ndarray | None = None, metric: str = "auto") -> dict:
-    """Fidelity of `candidate` to `reference` (samples × outputs), on the first output; accuracy when labelled.
-
-    A custom `metric` (file.py:function) is also computed, on candidate and on the reference itself.
-    """
+            labels: np.ndarray | None = None, evaluation: Evaluation | None = None, names: tuple[str, ...] = ()) -> dict:
+    """Fidelity of `candidate` to `reference` (samples × outputs): cosine and errors on the first output, and with an
+    `evaluation` its judgements (`judged`: per output, the metric's mean and worst sample) or its custom metric's
+    value, computed on the candidate and on the reference itself."""
     ref = np.concatenate([_rows(sample[0]) for sample in reference])
     got = np.concatenate([_rows(sample[0]) for sample in candidate])
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
@@ -110,18 +84,22 @@ def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
         "max_rel": float(diff.max() / max(np.abs(ref).max(), 1e-12)),
     }
     if ref.shape[1] > 1 and reference[0][0].ndim == 2:
-        ref_top = ref.argmax(axis=1)
-        got_top = got.argmax(axis=1)
+        ref_top, got_top = ref.argmax(axis=1), got.argmax(axis=1)
         metrics["top1_agreement"] = float((ref_top == got_top).mean())
         if labels is not None:
             flat = np.asarray(labels).reshape(-1)[: len(ref_top)]
             metrics["reference_accuracy"] = float((ref_top == flat).mean())
             metrics["accuracy"] = float((got_top == flat).mean())
-    if metric not in BUILTIN_METRICS:
-        function = load_metric(metric)[1]
+    if evaluation is None:
+        return metrics
+    if is_builtin(evaluation.metric):
+        metrics["judged"] = [j.to_dict() for j in judge(reference, candidate, labels, evaluation, names)]
+    else:
+        function = load_metric(evaluation.metric)[1]
         ref_outputs, got_outputs = _by_output(reference), _by_output(candidate)
-        metrics["custom"] = {"metric": metric, "value": _call(function, metric, ref_outputs, got_outputs, labels),
-                             "reference": _call(function, metric, ref_outputs, ref_outputs, labels)}
+        metrics["custom"] = {"metric": evaluation.metric,
+                             "value": _call(function, evaluation.metric, ref_outputs, got_outputs, labels),
+                             "reference": _call(function, evaluation.metric, ref_outputs, ref_outputs, labels)}
     return metrics
 
 
@@ -149,73 +127,117 @@ def _rows(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The value of the metric, the source's value, the drop (worse = positive) and the limit on it."""
+    """One output's metric: the mean's value, the source's value, the drop (worse = positive) and the limit on it;
+    the worst sample's drop and its limit; how many samples' task reading changed."""
 
     metric: str
     value: float
     reference: float | None
     drop: float
     limit: float | None
+    output: str = ""
+    reason: str = ""
+    worst: float | None = None
+    worst_drop: float | None = None
+    worst_limit: float | None = None
+    worst_sample: int | None = None
+    changed: int | None = None
+    samples: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.limit is None or self.drop <= self.limit
+        return ((self.limit is None or self.drop <= self.limit + DROP_SLACK)
+                and (self.worst_limit is None or self.worst_drop is None or self.worst_drop <= self.worst_limit + DROP_SLACK))
+
+    @property
+    def strain(self) -> float:
+        """How close to its limits (1.0 = at a limit): the verdict that decides is the most strained."""
+        ratios = [drop / limit if limit else (0.0 if drop <= 0 else float("inf"))
+                  for drop, limit in ((self.drop, self.limit), (self.worst_drop, self.worst_limit))
+                  if limit is not None and drop is not None]
+        return max(ratios, default=0.0)
 
     def record(self) -> VerdictRecord:
         """As the manifest stores it."""
-        return VerdictRecord(self.metric, self.value, self.reference, self.drop, self.limit, self.ok)
+        return VerdictRecord(self.metric, self.value, self.reference, self.drop, self.limit, self.ok, self.output,
+                             self.reason, self.worst, self.worst_drop, self.worst_limit, self.worst_sample,
+                             self.changed, self.samples)
 
 
-def resolve_metric(metrics: dict, metric: str) -> str:
-    """`auto` → top1 when labelled data scored a classifier (batch × classes), else cosine to the source.
-
-    Without labels a 2-D output may as well be an embedding ([batch, 384] for MiniLM), where
-    arg-max agreement means nothing; cosine fits both.
-    """
-    if metric == "auto":
-        return "top1" if "accuracy" in metrics else "cosine"
-    return metric
+def default_max_drop(metric: str) -> float | None:
+    """The allowed drop of `metric` when the user gives none (None: the metric needs one given)."""
+    task = builtin(metric)
+    if task is not None and task.kind == "agreement":
+        return DEFAULT_MAX_DROP["agreement-kind"]
+    return DEFAULT_MAX_DROP.get(metric)
 
 
-def verdict(metrics: dict, evaluation: Evaluation) -> Verdict:
-    """The recipe's metric and how far the compiled model fell from the source on it."""
-    metric = resolve_metric(metrics, evaluation.metric)
-    higher = True
-    if metric == "top1":
-        if "accuracy" in metrics:
-            value, reference = metrics["accuracy"], metrics["reference_accuracy"]
-        else:
-            value, reference = metrics.get("top1_agreement", 0.0), 1.0
-    elif metric == "cosine":
-        value, reference = metrics["cosine_mean"], 1.0
-    elif metric in ("mse", "max_abs"):
-        value, reference, higher = metrics[metric], 0.0, False
-    else:
-        if metrics.get("custom", {}).get("metric") != metric:
-            raise UserError(f"custom metric {metric} was not computed for these results")
-        value, reference = metrics["custom"]["value"], metrics["custom"]["reference"]
-        higher = evaluation.higher_is_better
-    drop = (reference - value) if higher else (value - reference)
-    limit = evaluation.max_drop
-    if limit is not None and evaluation.relative and reference:
-        limit = limit * abs(reference)
-    return Verdict(metric, value, reference, drop, limit)
+def verdicts(metrics: dict, evaluation: Evaluation, default_limits: bool = False) -> list[Verdict]:
+    """Every judged output's verdict under `evaluation`'s limits; `default_limits`: a metric without a given max_drop
+    gets its default (DEFAULT_MAX_DROP), as `--recipe auto` judges."""
+    if "custom" in metrics:
+        custom = metrics["custom"]
+        if custom.get("metric") != evaluation.metric:
+            raise UserError(f"custom metric {evaluation.metric} was not computed for these results")
+        value, reference, higher = custom["value"], custom["reference"], evaluation.higher_is_better
+        limit = evaluation.max_drop
+        if limit is not None and evaluation.relative and reference:
+            limit = limit * abs(reference)
+        return [Verdict(evaluation.metric, value, reference, (reference - value) if higher else (value - reference),
+                        limit, reason="custom metric, named by the evaluation")]
+    found = []
+    for judged in metrics["judged"]:
+        if evaluation.metric not in ("auto", judged["metric"]):
+            raise UserError(f"metric {evaluation.metric} was not computed for these results ({judged['metric']} was)")
+        higher = judged["kind"] != "error"
+        reference = judged["reference"]
+        limit = evaluation.max_drop
+        if limit is None and default_limits:
+            limit = default_max_drop(judged["metric"])
+            if limit is None:
+                raise UserError(f"metric {judged['metric']} has no default tolerance: give --max-drop")
+        elif limit is not None and evaluation.relative and reference:
+            limit = limit * abs(reference)
+        worst_limit = evaluation.worst
+        if worst_limit is None and judged["kind"] == "agreement" and not judged["binary"]:
+            worst_limit = limit  # no sample may change more than the tolerance allows
+        ideal = 0.0 if judged["kind"] == "error" else 1.0
+        worst_drop = (ideal - judged["worst"]) if higher else (judged["worst"] - ideal)
+        drop = (reference - judged["value"]) if higher else (judged["value"] - reference)
+        found.append(Verdict(judged["metric"], judged["value"], reference, drop, limit, judged["output"],
+                             judged["reason"], judged["worst"], worst_drop, worst_limit, judged["worst_sample"],
+                             judged["changed"], judged["samples"]))
+    return found
+
+
+def deciding(found: list[Verdict]) -> Verdict:
+    """The verdict that decides: a failing one first, else the one nearest its limits."""
+    return max(found, key=lambda v: (not v.ok, v.strain))
+
+
+def verdict(metrics: dict, evaluation: Evaluation, default_limits: bool = False) -> Verdict:
+    """The recipe's metric and how far the compiled model fell from the source on it (the deciding output's)."""
+    return deciding(verdicts(metrics, evaluation, default_limits))
 
 
 def auto_metric(reference: np.ndarray, labelled: bool) -> str:
-    """What `auto` means for one output: top1 for a labelled classifier ([batch, classes]), else cosine to the
-    reference (an unlabelled 2-D output may as well be an embedding) — the rule `resolve_metric` applies to figures."""
-    return "top1" if labelled and reference.ndim == 2 and reference.shape[1] > 1 else "cosine"
+    """What `auto` means for one output (edgekit.metric_inference) — the rule compile's judgement applies."""
+    from edgekit.metric_inference import infer
+
+    return infer("output 0", [reference], labelled).metric
 
 
 def sample_score(metric: str, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> float:
-    """A batch's score, higher is better, for ranking candidates: top1 is accuracy against `labels` (else agreement
-    with the reference's arg-max), cosine the mean cosine of each row to the reference's."""
-    if metric == "top1":
-        wanted = np.asarray(labels).reshape(-1) if labels is not None else reference.argmax(axis=1)
-        return float(np.mean(candidate.reshape(len(wanted), -1).argmax(axis=1) == wanted))
-    if metric != "cosine":
-        raise UserError(f"metric {metric} cannot rank candidates sample by sample; use top1 or cosine")
-    got, want = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (candidate, reference))
-    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
-    return float(np.mean(np.where(norms > 0, (got * want).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)))
+    """A batch's score, higher is better, for ranking candidates: each row (leading axis) scored by the built-in
+    `metric` against the reference's row — top-k against `labels` where given; error metrics count negative."""
+    task = builtin(metric)
+    if task is None:
+        raise UserError(f"metric {metric} cannot rank candidates sample by sample; use a built-in metric")
+    options = MetricOptions(k=int(metric[3:]) if metric.startswith("top") else 1)
+    if labels is not None and metric.startswith("top"):
+        from edgekit.task_metrics import labelled_top_k
+
+        rows = [np.asarray(row)[None] for row in candidate]
+        return float(np.mean(labelled_top_k(rows, np.asarray(labels).reshape(len(rows), -1), options)))
+    values = [task.score(np.asarray(want), np.asarray(got), options) for want, got in zip(reference, candidate)]
+    return float(np.mean(values)) * (1.0 if task.higher_is_better else -1.0)

@@ -9,7 +9,7 @@ from typing import Any
 from edgekit.catalog import read_yaml, resolve
 from edgekit.errors import UserError
 from edgekit.intent import QuantizeIntent, parse_intent
-from edgekit.metrics import BUILTIN_METRICS, Evaluation, load_metric
+from edgekit.metrics import BUILTIN_METRICS, Evaluation, is_builtin, load_metric
 from edgekit.passes.base import Step, get_pass
 from edgekit.schema import build, did_you_mean, to_dict
 
@@ -32,11 +32,16 @@ def parse_evaluation(evaluate: object, tolerance: object, where: str, base: Path
         evaluation = replace(evaluation, max_drop=evaluation.max_drop if bound.max_drop is None else bound.max_drop,
                              relative=evaluation.relative or bound.relative)
     metric = evaluation.metric
-    if metric not in BUILTIN_METRICS:
+    if not is_builtin(metric):
         if ":" not in metric:
             raise UserError(f"{where}, evaluate: unknown metric '{metric}'{did_you_mean(metric, BUILTIN_METRICS)}; "
                             f"use one of {', '.join(BUILTIN_METRICS)} or a custom file.py:function / module:function")
         evaluation = replace(evaluation, metric=load_metric(metric, base, where)[0])
+    if evaluation.decode is not None:
+        evaluation = replace(evaluation, decode=load_metric(evaluation.decode, base, f"{where}, evaluate: decode")[0])
+    elif metric == "box-iou":
+        raise UserError(f"{where}, evaluate: metric box-iou reads boxes through a decode hook: add decode: "
+                        "file.py:function (a sample's outputs → boxes [M, 4] as x1 y1 x2 y2)")
     if evaluation.data is not None:
         data = Path(evaluation.data)
         if not data.is_absolute() and base is not None and not data.exists():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import CNN_INPUT
 
-from edgekit.autoselect import candidates, choose, compile_auto, tolerance_for
+from edgekit.autoselect import MIN_SPEEDUP, candidates, choose, compile_auto, faster_beyond_noise, precision_rank, tolerance_for
 from edgekit.errors import UserError
-from edgekit.metrics import Evaluation
+from edgekit.metrics import Evaluation, default_max_drop
 from edgekit.passes.quantize_ort import isa_choice
 from edgekit.spec import parse_input_spec
 from edgekit.target import load_target
@@ -57,50 +57,106 @@ def test_auto_compiles_measures_and_records_every_candidate(auto_run):
     auto = manifest["auto"]
     rows = {row["name"]: row for row in auto["candidates"]}
     assert set(rows) == {c.name for c in candidates(load_target("cpu-ort"))}
-    assert auto["tolerance"] == {"metric": "top1", "max_drop": 0.01, "relative": False, "default": True}
+    assert auto["tolerance"] == {"metric": "auto", "max_drop": None, "worst": None, "relative": False, "default": True,
+                                 "min_speedup": MIN_SPEEDUP}
     assert rows["int4-weight-only"]["status"] == "skipped" and "not transformer-like" in rows["int4-weight-only"]["reason"]
     measured = [row for row in rows.values() if row["status"] == "ok"]
-    assert len(measured) == 7 and all(row["p50_ms"] > 0 and row["size_bytes"] > 0 for row in measured)
+    assert len(measured) == 7 and all(row["p50_low"] <= row["p50_ms"] <= row["p50_high"] for row in measured)
     chosen = [row for row in auto["candidates"] if row["chosen"]]
     assert len(chosen) == 1 and chosen[0]["name"] == auto["chosen"] and chosen[0]["verdict"] == "within"
-    fastest = min((row for row in measured if row["verdict"] == "within"), key=lambda row: row["p50_ms"])
-    assert fastest["name"] == auto["chosen"]
-    assert manifest["precision"] == chosen[0]["precision"] and manifest["metrics"]["verdict"]["ok"]
+    # the labelled CNN's [batch, 10] logits are judged by top-1 accuracy; the default limit is 0.01
+    metric = chosen[0]["metric"]
+    assert (metric["name"], metric["limit"]) == ("top1", 0.01) and "against the labels" in metric["reason"]
+    # no more precise candidate within tolerance was left for one that is not faster beyond the noise
+    winner = chosen[0]
+    for row in measured:
+        if row["verdict"] == "within" and precision_rank(row["precision"]) < precision_rank(winner["precision"]):
+            assert faster_beyond_noise(winner, row, MIN_SPEEDUP)
+        assert row["why"], row["name"]
+    assert manifest["precision"] == winner["precision"] and manifest["metrics"]["verdict"]["ok"]
+    assert manifest["metrics"]["judged"][0]["metric"] == "top1"
     assert manifest["data"]["report"]["overlap"]["same_data"] is False  # same file, loaded twice: all rows shared
     assert manifest["data"]["report"]["overlap"]["fraction"] == 1.0
 
 
 def test_choose_on_measured_candidates(auto_run):
-    records = [{k: v for k, v in row.items() if k not in ("verdict", "metric", "chosen")}
+    records = [{k: v for k, v in row.items() if k not in ("verdict", "metric", "chosen", "judged", "why", "strain")}
                for row in auto_run.manifest.auto["candidates"]]
     ok = [r for r in records if r["status"] == "ok"]
     # a cosine bound no quantized candidate meets leaves only the exact ones (fp32, and fp16 if it is that close)
     strict = Evaluation("cosine", max_drop=1e-9)
-    best, rows = choose(records, strict)
-    exact = [r for r in ok if 1 - r["fidelity"]["cosine_mean"] <= 1e-9]
+    best, rows = choose([{**r, "fidelity": _rejudged(r, strict)} if r["status"] == "ok" else r for r in records],
+                        strict, False)
+    exact = [r for r in rows if r["status"] == "ok" and r["metric"]["drop"] <= 1e-9]
     assert best is not None and best["name"] in {r["name"] for r in exact}
     assert {r["name"] for r in rows if r["verdict"] == "within"} == {r["name"] for r in exact}
-    # the winner is the fastest within, whatever the order of the records
-    loose = Evaluation("cosine", max_drop=1.0)
-    best, _ = choose(list(reversed(records)), loose)
-    assert best["p50_ms"] == min(r["p50_ms"] for r in ok)
     # skipped and failed rows are listed with their reason, never chosen
     failed = {"name": "broken", "precision": "int8", "status": "failed", "reason": "no conversion"}
-    best, rows = choose([failed], loose)
+    best, rows = choose([failed], Evaluation("cosine", max_drop=1.0))
     assert best is None and rows[0]["verdict"] == "failed" and rows[0]["chosen"] is False
+    assert rows[0]["why"] == "no conversion"
     # nothing within: no winner
-    assert choose(ok, Evaluation("mse", max_drop=-1.0))[0] is None
+    assert choose([{**r, "fidelity": _rejudged(r, Evaluation("mse"))} for r in ok], Evaluation("mse", max_drop=-1.0))[0] is None
+
+
+def _rejudged(record: dict, evaluation: Evaluation) -> dict:
+    """A record's fidelity with one judgement by `evaluation`'s metric, from the figures it kept (cosine, mse)."""
+    fidelity = record["fidelity"]
+    value = fidelity["cosine_mean"] if evaluation.metric == "cosine" else fidelity["mse"]
+    kind = "similarity" if evaluation.metric == "cosine" else "error"
+    return {**fidelity, "judged": [_judged(evaluation.metric, value, kind)]}
+
+
+def _judged(metric: str, value: float, kind: str = "agreement", worst: float | None = None, binary: bool = False) -> dict:
+    return {"output": "y", "metric": metric, "reason": "test", "kind": kind, "binary": binary, "value": value,
+            "reference": 0.0 if kind == "error" else 1.0, "worst": value if worst is None else worst,
+            "worst_sample": 0, "changed": None, "samples": 8}
+
+
+def _row(name: str, precision: str, p50: float, spread: float, agreement: float = 1.0, worst: float | None = None) -> dict:
+    return {"name": name, "precision": precision, "status": "ok", "p50_ms": p50, "p50_low": p50 - spread,
+            "p50_high": p50 + spread, "size_bytes": 1000, "fidelity": {"judged": [_judged("agreement", agreement, worst=worst)]}}
+
+
+def test_a_less_precise_candidate_wins_only_beyond_the_noise():
+    fp32 = _row("fp32", "fp32", 10.0, 0.1)
+    # 1% faster, intervals overlapping: the more precise package stays
+    best, rows = choose([fp32, _row("int8", "int8", 9.9, 0.1)], Evaluation())
+    assert best["name"] == "fp32" and "not faster beyond noise (and by 5%) than the more precise fp32" in rows[1]["why"]
+    # 20% faster but its interval reaches fp32's: noise, not speed
+    assert choose([fp32, _row("int8", "int8", 8.0, 2.0)], Evaluation())[0]["name"] == "fp32"
+    # intervals apart but only 3% faster: under the 5% margin, unless the margin is lowered
+    tight = [fp32, _row("int8", "int8", 9.7, 0.01)]
+    assert choose(tight, Evaluation())[0]["name"] == "fp32"
+    assert choose(tight, Evaluation(), min_speedup=0.0)[0]["name"] == "int8"
+    # clearly faster: int8 wins; a second int8 with a bigger drop must beat the closer one beyond noise too
+    best, rows = choose([fp32, _row("int8-a", "int8", 5.0, 0.05, 0.999), _row("int8-b", "int8", 4.9, 0.05, 0.995)],
+                        Evaluation(worst=1.0))
+    assert best["name"] == "int8-a" and "more precise int8-a" in rows[2]["why"]
+    best, _ = choose([fp32, _row("int8-a", "int8", 5.0, 0.05, 0.999), _row("int8-b", "int8", 4.0, 0.05, 0.995)],
+                     Evaluation(worst=1.0))
+    assert best["name"] == "int8-b"
+
+
+def test_the_worst_sample_is_bounded_for_agreement_metrics():
+    # mean 0.995 is within 0.01, but one sample lost 4% of its positions: by default that misses
+    fp32, int8 = _row("fp32", "fp32", 10.0, 0.1), _row("int8", "int8", 5.0, 0.1, agreement=0.995, worst=0.96)
+    best, rows = choose([fp32, int8], Evaluation())
+    assert best["name"] == "fp32" and rows[1]["verdict"] == "misses"
+    assert "sample 0 dropped by 0.0400" in rows[1]["why"] and "worst-sample limit 0.01" in rows[1]["why"]
+    # an explicit, looser worst bound lets it through
+    assert choose([fp32, int8], Evaluation(worst=0.05))[0]["name"] == "int8"
 
 
 def test_default_tolerance_and_its_limits():
-    classifier = {"top1_agreement": 1.0, "cosine_mean": 1.0, "accuracy": 0.9, "reference_accuracy": 0.9}
-    assert tolerance_for(None, classifier) == (Evaluation("top1", 0.01), True)
-    assert tolerance_for(None, {"cosine_mean": 1.0}) == (Evaluation("cosine", 0.01), True)
-    unlabelled = {"top1_agreement": 1.0, "cosine_mean": 1.0}  # a 2-D output without labels may be an embedding
-    assert tolerance_for(None, unlabelled) == (Evaluation("cosine", 0.01), True)
-    assert tolerance_for(Evaluation("cosine", 0.05), classifier) == (Evaluation("cosine", 0.05), False)
-    with pytest.raises(UserError, match="metric mse needs a tolerance: give --max-drop"):
-        tolerance_for(Evaluation("mse"), classifier)
+    assert tolerance_for(None) == (Evaluation(), True)
+    assert tolerance_for(Evaluation("cosine", 0.05)) == (Evaluation("cosine", 0.05), False)
+    assert default_max_drop("ctc") == default_max_drop("top5") == default_max_drop("cosine") == 0.01
+    assert default_max_drop("rel-error") == 0.05
+    row = _row("fp32", "fp32", 1.0, 0.1)
+    row["fidelity"] = {"judged": [_judged("mse", 0.0, "error")]}
+    with pytest.raises(UserError, match="metric mse has no default tolerance: give --max-drop"):
+        choose([row], Evaluation("mse"))
 
 
 def test_a_failing_candidate_is_listed_not_fatal(tmp_path, cnn_source, cnn_data):

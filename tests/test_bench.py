@@ -38,3 +38,14 @@ def test_a_zip_package_is_unpacked_once(cnn_package, tmp_path, monkeypatch):
     monkeypatch.setattr(package_module, "_unzip", lambda archive, *rest: unpacked.append(archive) or real_unzip(archive, *rest))
     results = [measure(archive, threads=1, runs=3, warmup=1) for _ in range(2)]
     assert len(unpacked) == 1 and all(result.latency_ms.p50 > 0 for result in results)
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    """The p50's 95% interval: for 50 runs the 18th and 33rd smallest (P(B <= 17) = 0.016 <= 0.025 < P(B <= 18))."""
+    from edgekit.bench.harness import median_interval
+
+    samples = [float(i) for i in range(50)][::-1]
+    assert median_interval(samples) == (17.0, 32.0)
+    assert median_interval([5.0, 1.0, 3.0]) == (1.0, 5.0)  # too few runs for 95%: the whole range
+    low, high = median_interval([2.0] * 10)
+    assert low == high == 2.0

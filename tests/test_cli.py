@@ -68,6 +68,12 @@ def test_targets_and_recipes_listings():
     (["compile", "{broken}", "-t", "cpu-ort"], "broken_factory() raised RuntimeError: weights file is gone"),
     (["bench", "{tmp}"], "is not an edgekit package"),
     (["inspect", "{garbage}"], "is not a valid ONNX model"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--metric", "box-iou"],
+     "metric box-iou reads boxes through a decode hook: add decode: file.py:function"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--metric", "top1", "--metric-option", "output=nope"],
+     "output 'nope' is not one of the model's outputs"),
+    (["compile", "{cnn}", "-t", "cpu-ort", "--input", CNN_INPUT, "--metric", "ctcc"],
+     "unknown metric 'ctcc' (did you mean 'ctc'?)"),
 ])
 def test_user_mistakes_are_one_line_without_traceback(args, message, cnn_source, tmp_path):
     import numpy as np
@@ -154,6 +160,22 @@ def test_metric_and_max_drop_judge_any_recipe(cnn_source, cnn_data, tmp_path):
     tight = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "b"), "--metric", f"{metric}:always_drops",
                                       "--max-drop", "0.1"])
     assert tight.exit_code == 1 and "dropped by 0.5000" in tight.output and not (tmp_path / "b").exists()
+
+
+def test_compile_says_which_metric_judged_each_output_and_why(cnn_source, cnn_data, tmp_path):
+    code, stdout, stderr = invoke("compile", cnn_source, "-t", "cpu-ort", "-r", "fp32", "--calib", cnn_data,
+                                  "--input", CNN_INPUT, "-o", tmp_path / "a", "--bench-runs", 3, "--metric", "top5",
+                                  "--max-drop", "0.01")
+    assert code == 0, stderr
+    assert "judged by top5: named by the evaluation" in stdout and "changed on 0/" in stdout and "— within" in stdout
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    [judged] = manifest["metrics"]["judged"]
+    assert judged["metric"] == "top5" and judged["ok"] and judged["limit"] == 0.01 and judged["worst"] == 1.0
+    latency = manifest["metrics"]["bench"]["latency_ms"]
+    assert latency["p50_low"] <= latency["p50"] <= latency["p50_high"]
+    code, _, stderr = invoke("compile", cnn_source, "-t", "cpu-ort", "--input", CNN_INPUT, "-o", tmp_path / "b",
+                             "--metric-option", "blank")
+    assert code == 2 and "'blank' is not KEY=VALUE" in stderr and not (tmp_path / "b").exists()
 
 
 def test_dump_steps_refuses_a_folder_with_files_and_auto(cnn_source, tmp_path):

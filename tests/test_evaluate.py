@@ -37,38 +37,50 @@ def logits():
 
 def test_builtin_metrics_and_directions(logits):
     reference, candidate, labels = logits
-    metrics = compare(_outputs(reference), _outputs(candidate), labels)
     flipped = float((reference.argmax(1) != candidate.argmax(1)).mean())
-    top1 = verdict(metrics, Evaluation("top1", max_drop=0.01))
+
+    def judged(evaluation: Evaluation, with_labels=None):
+        return verdict(compare(_outputs(reference), _outputs(candidate), with_labels, evaluation), evaluation)
+
+    top1 = judged(Evaluation("top1", max_drop=0.01))
     assert top1.reference == 1.0 and top1.value == pytest.approx(1 - flipped) and not top1.ok
-    assert verdict(metrics, Evaluation("auto")).metric == "top1"  # classifier output
-    mse = verdict(metrics, Evaluation("mse", max_drop=10.0))
+    assert top1.changed == round(flipped * len(reference)) and top1.samples == len(reference)
+    auto = judged(Evaluation("auto"), labels)  # a classifier's [batch, classes] output, labelled: top-1 accuracy
+    assert auto.metric == "top1" and "against the labels" in auto.reason and auto.value == pytest.approx(1 - flipped)
+    mse = judged(Evaluation("mse", max_drop=10.0))
     assert mse.reference == 0.0 and mse.drop == pytest.approx(float(((reference - candidate) ** 2).mean()), rel=1e-6)
     assert mse.ok  # lower is better: drop = value - 0
+    metrics = compare(_outputs(reference), _outputs(candidate), None, Evaluation("cosine"))
     cosine = verdict(metrics, Evaluation("cosine", max_drop=0.5))
-    assert cosine.drop == pytest.approx(1 - metrics["cosine_mean"])
+    assert cosine.drop == pytest.approx(1 - metrics["cosine_mean"]) and cosine.worst == pytest.approx(metrics["cosine_min"])
+    with pytest.raises(UserError, match="metric top1 was not computed for these results"):
+        verdict(metrics, Evaluation("top1"))
 
 
 def test_relative_limit_scales_with_the_reference(logits):
     reference, candidate, labels = logits
-    metrics = compare(_outputs(reference), _outputs(candidate), (labels + 1) % 4)  # source accuracy 0
-    metrics.update(accuracy=0.45, reference_accuracy=0.5)
-    assert verdict(metrics, Evaluation("top1", max_drop=0.1, relative=True)).limit == pytest.approx(0.05)
-    assert verdict(metrics, Evaluation("top1", max_drop=0.1, relative=True)).ok is True
-    assert verdict(metrics, Evaluation("top1", max_drop=0.05, relative=True)).ok is False
+    labels = labels.copy()
+    labels[10:] = (labels[10:] + 1) % 4  # the source is right on half the samples
+    evaluation = Evaluation("top1", max_drop=0.1, relative=True)
+    metrics = compare(_outputs(reference), _outputs(candidate), labels, evaluation)
+    check = verdict(metrics, evaluation)
+    assert check.reference == pytest.approx(0.5) and check.limit == pytest.approx(0.05)
+    assert check.drop == pytest.approx(0.5 - float((candidate.argmax(1) == labels).mean()))
+    assert check.ok is (check.drop <= 0.05)
+    assert verdict(metrics, Evaluation("top1", max_drop=2 * max(check.drop, 0.01) / 0.5, relative=True)).ok
 
 
 def test_custom_metric_from_a_file(logits, tmp_path):
     reference, candidate, labels = logits
     (tmp_path / "metrics.py").write_text(METRIC_FILE)
     spec = f"{tmp_path / 'metrics.py'}:agreement"
-    metrics = compare(_outputs(reference), _outputs(candidate), labels, spec)
+    metrics = compare(_outputs(reference), _outputs(candidate), labels, Evaluation(spec))
     assert metrics["custom"]["reference"] == 1.0
     assert metrics["custom"]["value"] == pytest.approx(metrics["top1_agreement"])
     higher = verdict(metrics, Evaluation(spec, max_drop=0.5))
     assert higher.drop == pytest.approx(1 - metrics["top1_agreement"]) and higher.ok
     error_spec = f"{tmp_path / 'metrics.py'}:error"
-    lower = verdict(compare(_outputs(reference), _outputs(candidate), labels, error_spec),
+    lower = verdict(compare(_outputs(reference), _outputs(candidate), labels, Evaluation(error_spec)),
                     Evaluation(error_spec, max_drop=0.1, higher_is_better=False))
     assert lower.reference == 0.0 and lower.drop == pytest.approx(float(np.abs(reference - candidate).max())) and not lower.ok
 
@@ -88,7 +100,7 @@ def test_custom_metric_errors(logits, tmp_path):
     with pytest.raises(UserError, match="cannot import metric module 'no_such_module'"):
         load_metric("no_such_module:score")
     with pytest.raises(UserError, match="custom metric .*:broken failed: ValueError: bad shapes"):
-        compare(_outputs(reference), _outputs(candidate), labels, f"{tmp_path / 'metrics.py'}:broken")
+        compare(_outputs(reference), _outputs(candidate), labels, Evaluation(f"{tmp_path / 'metrics.py'}:broken"))
 
 
 def test_one_score_ranks_candidates_for_every_accuracy_aware_pass():
@@ -101,6 +113,9 @@ def test_one_score_ranks_candidates_for_every_accuracy_aware_pass():
     assert sample_score("top1", reference, flipped, labels=np.array([2, 1])) == 1.0  # labels, not the reference
     assert sample_score("cosine", reference, 2 * reference) == pytest.approx(1.0)
     assert sample_score("cosine", reference, flipped) == pytest.approx((1 / 10 + 1) / 2)  # rows: dot 1 over norms 10, identical
-    assert auto_metric(reference, labelled=True) == "top1" and auto_metric(reference, labelled=False) == "cosine"
-    with pytest.raises(UserError, match="metric mse cannot rank candidates sample by sample"):
-        sample_score("mse", reference, flipped)
+    # [batch, classes] scores are judged by top-1 with or without labels; unit-norm rows are an embedding
+    assert auto_metric(reference, labelled=True) == auto_metric(reference, labelled=False) == "top1"
+    assert auto_metric(reference / np.linalg.norm(reference, axis=1, keepdims=True), labelled=False) == "cosine"
+    assert sample_score("mse", reference, flipped) == pytest.approx(-np.mean((reference - flipped) ** 2, axis=1).mean())
+    with pytest.raises(UserError, match="metric file.py:fn cannot rank candidates sample by sample"):
+        sample_score("file.py:fn", reference, flipped)

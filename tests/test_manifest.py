@@ -56,6 +56,22 @@ def _as_v2(manifest: dict) -> None:
     manifest.pop("golden")
 
 
+def test_a_v3_manifest_reads_with_its_one_verdict(cnn_package, tmp_path):
+    """Schema 3: a verdict without output, reason or worst sample, no `judged`, no p50 interval."""
+
+    def as_v3(manifest: dict) -> None:
+        metrics = manifest["metrics"]
+        metrics["verdict"] = {k: metrics["verdict"][k] for k in ("metric", "value", "reference", "drop", "limit", "ok")}
+        metrics.pop("judged")
+        for key in ("p50_low", "p50_high"):
+            metrics["bench"]["latency_ms"].pop(key)
+        manifest["schema"] = 3
+
+    manifest = read_package(_copy_with(cnn_package, tmp_path, as_v3)).manifest
+    assert manifest.schema == SCHEMA_VERSION and manifest.metrics.judged == ()
+    assert manifest.metrics.verdict.worst is None and manifest.metrics.bench.latency_ms.p50_low is None
+
+
 @pytest.mark.parametrize("earlier", [_as_v1, _as_v2])
 def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier):
     copy = _copy_with(cnn_package, tmp_path, earlier)
@@ -67,10 +83,10 @@ def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(schema=4), r"manifest schema 4 is not one of 1..3; upgrade edgekit to open it"),
-    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..3; rebuild the package"),
-    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..3; rebuild the package"),
-    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..3; rebuild the package"),
+    (lambda m: m.update(schema=5), r"manifest schema 5 is not one of 1..4; upgrade edgekit to open it"),
+    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..4; rebuild the package"),
+    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..4; rebuild the package"),
+    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..4; rebuild the package"),
     (lambda m: m["files"][0].update(bytes="big"), r"parameter 'files'\[0\]: parameter 'bytes' = 'big' \(str\); expected an integer"),
     (lambda m: m.update(loader="evil.py"), r"manifest: unknown parameter 'loader'"),
     (lambda m: m["target"].pop("runtime"), r"parameter 'target': missing parameter\(s\) runtime"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import resource
@@ -54,6 +55,16 @@ def bench_feeds(manifest: Manifest, batch: int, seed: int = 0) -> tuple[dict[str
     return feeds, unbound
 
 
+def median_interval(samples: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order statistics x(l), x(n-1-l) whose ranks a
+    Binomial(n, 1/2) count of samples below the median leaves within `confidence` (wider when n is small)."""
+    ordered = np.sort(np.asarray(samples, dtype=np.float64))
+    count = len(ordered)
+    below = np.cumsum([math.comb(count, i) for i in range(count + 1)]) / 2.0**count  # P(B <= i)
+    low = max(int(np.searchsorted(below, (1 - confidence) / 2, side="right")) - 1, 0)
+    return float(ordered[low]), float(ordered[count - 1 - low])
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -94,11 +105,12 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         latencies.append((time.perf_counter() - started) * 1e3)
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])  # linear interpolation between closest ranks
     mean = float(np.mean(latencies))
+    p50_low, p50_high = median_interval(latencies)
     return BenchRecord(
         package=str(path), target=manifest.target.name, runtime=manifest.runtime, precision=manifest.precision,
         file_bytes=manifest.file_bytes, load_ms=load_ms, first_run_ms=first_ms,
         latency_ms=Latency(p50=float(p50), p90=float(p90), p99=float(p99), mean=mean, min=float(np.min(latencies)),
-                           std=float(np.std(latencies))),
+                           std=float(np.std(latencies)), p50_low=p50_low, p50_high=p50_high),
         throughput_per_s=batch * 1e3 / mean,
         peak_rss_mb=_peak_rss_mb(),
         rss_growth_mb=max(_peak_rss_mb() - rss_before, 0.0),

@@ -41,7 +41,8 @@ class Scorer:
 
     def __call__(self, path: Path) -> Verdict:
         candidate = collect(runner_for(self.model.derive(files=onnx_files(path)), target=self.target), self.feeds)
-        return verdict(compare(self.reference, candidate, self.labels, self.evaluation.metric), self.evaluation)
+        names = tuple(spec.name for spec in self.model.outputs)
+        return verdict(compare(self.reference, candidate, self.labels, self.evaluation, names), self.evaluation)
 
 
 def quantized_nodes(float_path: Path, quantized_path: Path, excluded: Sequence[str]) -> list[tuple[str, str]]:

@@ -192,7 +192,7 @@ class QuantizeStatic(Pass):
         data = ctx.evaluation or ctx.calibration
         scorer = Scorer.of(model, list(data.feeds(config.eval_samples)),
                            None if data.labels is None else data.labels[: config.eval_samples],
-                           Evaluation(config.metric, config.max_drop, config.relative), ctx.target)
+                           Evaluation(config.metric, max_drop=config.max_drop, relative=config.relative), ctx.target)
         path, report = within_tolerance(model, quantize, scorer, config.max_reverted, ctx.logger)
         return _result(model, path, choice).derive(meta={"fallback": {**report, "data": data.origin}})
 
