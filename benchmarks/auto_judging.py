@@ -94,8 +94,10 @@ def section(cells: list[dict]) -> str:
             + (f"{new['p50_ms'] / old['p50_ms']:.2f}×" if old else "") + f" | {len(through)} / "
             f"{sum(row['changes_task'] for row in through)} | {_why(new)} |")
     conditions = cells[0]["conditions"] if cells else {}
+    flags = " ".join(conditions.get("cpu_flags") or []) or "none recorded"
     lines.append(f"Measured by `benchmarks/zoo.py` then `benchmarks/auto_judging.py` on **{conditions.get('cpu', '?')}** "
-                 f"(ISA {conditions.get('isa', '?')}; flags: {' '.join(conditions.get('cpu_flags') or []) or 'none recorded'}), threads {conditions.get('threads')}, {conditions.get('runs')} timed "
+                 f"(ISA {conditions.get('isa', '?')}; flags: {flags}), threads {conditions.get('threads')}, "
+                 f"{conditions.get('runs')} timed "
                  "runs per candidate (p50 with its 95% order-statistic interval, ms). Task = the zoo's own task metric "
                  "on the package against the source model (decoded text exact, top-1 / top-5, mask IoU, face box "
                  "IoU, cosine); ⚠ = more than 0.01 below the source's own score, i.e. the package changed the task "

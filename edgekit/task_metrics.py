@@ -90,8 +90,8 @@ def ctc_sequences(scores: np.ndarray, options: MetricOptions) -> list[list[int]]
     return sequences
 
 
-def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
-    """Levenshtein distance: insertions, deletions and substitutions."""
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences (class indices, or text): insertions, deletions, substitutions."""
     previous = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         current = [i]

@@ -183,3 +183,20 @@ def test_mobile_candidates_are_the_targets_quantize_entries():
     assert {name for name, c in tflite.items() if c.transformer_only} == {"int4-dynamic", "int4-weight-only"}
     executorch = [c.name for c in candidates(load_target("mobile-executorch"))]
     assert executorch == ["fp32", "int8-static", "int8-dynamic", "int4-dynamic"]
+
+
+def test_the_printed_table_shows_interval_worst_and_why(auto_run, monkeypatch):
+    import io
+
+    from edgekit import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console.out, "_file", screen)  # restored to None: follow sys.stdout
+    monkeypatch.setattr(console.out, "width", 400)
+    console.show_auto(auto_run.manifest.auto)
+    text = screen.getvalue()
+    assert "p50 ms [95% CI]" in text and "worst" in text and "changed" in text and "why" in text
+    chosen = next(row for row in auto_run.manifest.auto["candidates"] if row["chosen"])
+    assert f"{chosen['p50_low']:.3g}, {chosen['p50_high']:.3g}]" in text
+    assert "fastest of those faster beyond noise than every more precise candidate" in text
+    assert "not transformer-like" in text and "rule: the most precise candidate within tolerance" in text

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgekit.task_metrics import edit_distance
+
 
 def greedy_decode(logits: np.ndarray, alphabet: Sequence[str], blank: int = 0) -> str:
     """Decode one sequence of per-step class scores `[T, C]`: argmax, merge repeats, drop blanks.
@@ -19,10 +21,4 @@ def greedy_decode(logits: np.ndarray, alphabet: Sequence[str], blank: int = 0) -
 
 def char_accuracy(text: str, truth: str) -> float:
     """1 − normalized edit distance between `text` and `truth` (1.0 = identical)."""
-    previous = list(range(len(truth) + 1))
-    for i, a in enumerate(text, 1):
-        current = [i]
-        for j, b in enumerate(truth, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return 1.0 - previous[-1] / max(len(truth), len(text), 1)
+    return 1.0 - edit_distance(text, truth) / max(len(truth), len(text), 1)
