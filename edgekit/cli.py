@@ -154,7 +154,7 @@ TRUST_REMOTE_CODE = click.option(
 @click.option("--no-cache", is_flag=True, help="Run every step afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--metric", default=None,
-              help="Judge by auto (each output by what it is), top1/topK, agreement, ctc, ctc-edit, mask-iou, box-iou, "
+              help="Judge by auto (each output by what it is), top1/topK, agreement, sequence, ctc, ctc-edit, mask-iou, box-iou, "
                    "exact, cosine, rel-error, mse, max_abs or file.py:function (any recipe).")
 @click.option("--max-drop", type=float, default=None,
               help="Allowed drop of the metric's mean (auto's default: 0.01; rel-error 0.05).")

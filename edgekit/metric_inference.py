@@ -1,9 +1,11 @@
 """What an output is, read from its shape and the source model's values on the evaluation data, and so which metric
 judges it when the user names none — said out loud: each choice carries the reason.
 
-Class scores [N, C] → top1; per-position class scores [N, T, C] (sequence labelling, CTC, segmentation logits) →
-per-position arg-max agreement; L2-normalised rows → cosine; a single-channel map in [0, 1] → mask IoU; integers →
-exact equality; anything else → relative error. Probabilities and log-probabilities are found on any axis.
+Class scores [N, C] → top1; per-position class scores [N, T, C] (sequence labelling, CTC) → `sequence`: a sample
+keeps its reading only when every position's arg-max is the source's (one flipped step can change a decoded text);
+per-pixel class probabilities [N, C, H, W] → the arg-max masks' IoU; L2-normalised rows → cosine; a single-channel
+map in [0, 1] → mask IoU; integers → exact equality; anything else → relative error. Probabilities and
+log-probabilities are found on the last axis or axis 1.
 """
 
 from __future__ import annotations
@@ -70,8 +72,11 @@ def infer(name: str, samples: list[np.ndarray], labelled: bool = False) -> Infer
         axis, kind = found
         if first.ndim <= 2 and axis == first.ndim - 1:
             return Inferred("top1", -1, f"{where} looks like class {kind}: judged by top-1{with_labels}")
-        return Inferred("agreement", -1 if axis == first.ndim - 1 else axis,
-                        f"{where} looks like per-position class {kind} (axis {axis}): judged by each position's arg-max")
+        if first.ndim == 3 and axis == 2:
+            return Inferred("sequence", -1, f"{where} looks like per-position class {kind}: a sample keeps its "
+                            "reading when every position's arg-max is the source's")
+        return Inferred("mask-iou", axis, f"{where} looks like per-pixel class {kind} (axis {axis}): judged by the "
+                        "IoU of each class's arg-max mask")
     rows = stacked.reshape(-1, shape[-1])
     if shape[-1] >= 2 and np.all(np.abs(np.linalg.norm(rows, axis=-1) - 1) <= UNIT):
         return Inferred("cosine", -1, f"{where} rows have unit L2 norm: an embedding, judged by cosine")
@@ -80,6 +85,6 @@ def infer(name: str, samples: list[np.ndarray], labelled: bool = False) -> Infer
     if first.ndim == 2 and shape[-1] >= 2:
         return Inferred("top1", -1, f"{where} looks like class scores [batch, classes]: judged by top-1{with_labels}")
     if first.ndim == 3 and shape[-1] >= 2:
-        return Inferred("agreement", -1, f"{where} looks like per-position class scores: judged by each position's "
-                        "arg-max")
+        return Inferred("sequence", -1, f"{where} looks like per-position class scores: a sample keeps its reading "
+                        "when every position's arg-max is the source's")
     return Inferred("rel-error", -1, f"{where} has no class or embedding structure: judged by relative error")

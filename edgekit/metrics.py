@@ -43,7 +43,7 @@ class Evaluation:
     """How to score a compiled model against its source: the metric, the allowed drops, the data.
 
     `metric` is `auto` (each output judged by what its values are: edgekit.metric_inference), a built-in
-    (edgekit.task_metrics: top1/topK, agreement, ctc, ctc-edit, mask-iou, box-iou, exact, cosine, rel-error, mse,
+    (edgekit.task_metrics: top1/topK, agreement, sequence, ctc, ctc-edit, mask-iou, box-iou, exact, cosine, rel-error, mse,
     max_abs) judging `output` (default the first), or a custom `path/to/file.py:function` /
     `package.module:function` called as `function(reference_outputs, candidate_outputs, labels) -> float`.
     `max_drop` bounds the mean over samples, `worst` the worst sample (default: `max_drop` for agreement metrics

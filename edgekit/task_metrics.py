@@ -69,6 +69,11 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray, options: MetricOpti
     return float(np.mean(_classes(reference, options.axis) == _classes(candidate, options.axis)))
 
 
+def _sequence(reference: np.ndarray, candidate: np.ndarray, options: MetricOptions) -> float:
+    """1 when every position's arg-max class is the source's: a tag sequence or CTC path read unchanged."""
+    return float(np.array_equal(_classes(reference, options.axis), _classes(candidate, options.axis)))
+
+
 def _exact(reference: np.ndarray, candidate: np.ndarray, options: MetricOptions) -> float:
     return float(np.mean(np.asarray(reference) == np.asarray(candidate)))
 
@@ -173,6 +178,7 @@ def _max_abs(reference: np.ndarray, candidate: np.ndarray, options: MetricOption
 METRICS = {metric.name: metric for metric in (
     TaskMetric("top1", "agreement", True, "the candidate's top-1 class is the source's", _top_k),
     TaskMetric("agreement", "agreement", False, "share of positions whose arg-max class is the source's", _agreement),
+    TaskMetric("sequence", "agreement", True, "every position's arg-max class is the source's", _sequence),
     TaskMetric("ctc", "agreement", True, "the greedy CTC text equals the source's", _ctc_exact),
     TaskMetric("ctc-edit", "agreement", False, "1 - edit distance of the greedy CTC text to the source's, normalised",
                _ctc_edit),
