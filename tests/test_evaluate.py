@@ -119,3 +119,20 @@ def test_one_score_ranks_candidates_for_every_accuracy_aware_pass():
     assert sample_score("mse", reference, flipped) == pytest.approx(-np.mean((reference - flipped) ** 2, axis=1).mean())
     with pytest.raises(UserError, match="metric file.py:fn cannot rank candidates sample by sample"):
         sample_score("file.py:fn", reference, flipped)
+
+
+def test_a_position_the_source_ties_is_read_either_way():
+    """sequence/agreement: a class the source scores within TIE of the output's range of its best is a tie, not a flip;
+    beyond it, a different arg-max changes the sample's reading."""
+    from edgekit.task_metrics import METRICS, TIE, MetricOptions
+
+    reference = np.array([[[10.0, 0.0, 10.0 - TIE * 5], [0.0, 1.0, 0.0]]])  # range 10: position 0 ties classes 0 and 2
+    tied = np.array([[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    flipped = np.array([[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])
+    options = MetricOptions()
+    assert METRICS["sequence"].score(reference, tied, options) == 1.0
+    assert METRICS["sequence"].score(reference, flipped, options) == 0.0
+    assert METRICS["agreement"].score(reference, flipped, options) == 0.5
+    apart = reference.copy()
+    apart[0, 0, 2] = 10.0 - TIE * 20  # now 0.02 below the best: the source tells them apart
+    assert METRICS["sequence"].score(apart, tied, options) == 0.0
