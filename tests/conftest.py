@@ -107,3 +107,11 @@ def run_litert(path: Path, images: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(detail["index"], images)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.fixture(scope="session")
+def runtime_only_python() -> Path:
+    """The python of a venv holding only `edgekit[runtime-ort]` (numpy + onnxruntime), built from this checkout."""
+    from runtime_only_venv import runtime_only_python as build
+
+    return build()
