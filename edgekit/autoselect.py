@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.bench import noise
 from edgekit.build import CompileResult, build_package, failure
 from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.intent import QuantizeIntent, lower_intent
@@ -115,9 +116,13 @@ def precision_rank(precision: str) -> int:
 
 def faster_beyond_noise(fast: dict, slow: dict, min_speedup: float) -> bool:
     """`fast`'s p50 is at least `min_speedup` below `slow`'s and their p50 confidence intervals do not overlap."""
-    low = slow.get("p50_low") or slow["p50_ms"]
-    high = fast.get("p50_high") or fast["p50_ms"]
-    return high < low and fast["p50_ms"] <= slow["p50_ms"] * (1.0 - min_speedup)
+    return noise.faster_beyond_noise(_median(fast), _median(slow), min_speedup)
+
+
+def _median(row: dict) -> noise.Median:
+    p50 = row["p50_ms"]
+    return noise.Median(p50, p50 if row.get("p50_low") is None else row["p50_low"],
+                        p50 if row.get("p50_high") is None else row["p50_high"])
 
 
 def _interval(row: dict) -> str:

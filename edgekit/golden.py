@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,8 +19,10 @@ from edgekit.errors import UserError
 from edgekit.manifest import Golden
 from edgekit.metrics import QUANTIZED_MIN_COSINE, compare, executed_tolerance
 from edgekit.package import file_entries
-from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
+
+if TYPE_CHECKING:
+    from edgekit.runtime.session import Session
 
 GOLDEN_FILE = "golden.npz"
 GOLDEN_SAMPLES = 4

@@ -17,13 +17,16 @@ from edgekit.errors import UserError
 from edgekit.schema import build, json_schema
 from edgekit.spec import TensorSpec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # v1 → v2: an unmeasured package's `metrics` is null instead of {}; v1 packages of earlier edgekits may also lack
 # `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which later versions keep optional.
 # v2 → v3: `golden` (the self-test samples) is new and optional, so a v2 manifest reads as it is.
 # v3 → v4: a verdict names its output, why its metric, the worst sample and its limit; `metrics.judged` holds every
 # judged output's verdict and the latency its p50's confidence interval — all optional, so a v3 manifest reads as it is.
-UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data, 3: lambda data: data}
+# v4 → v5: the bench record keeps its raw samples, the warm load, whether the load was cold, and the model files' hash —
+# all optional, so a v4 manifest reads as it is.
+UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data, 3: lambda data: data,
+            4: lambda data: data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class Latency:
     std: float
     p50_low: float | None = None  # the p50's 95% confidence interval, from the order statistics of the timed runs
     p50_high: float | None = None
+    samples: tuple[float, ...] = ()  # every timed run, in the order it ran (p50 is their median)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +85,16 @@ class BenchRecord:
     runtime: str
     precision: str
     file_bytes: int
-    load_ms: float
+    load_ms: float  # the first load in the measuring process: cold (the runtime's import included) where `cold_load`
     first_run_ms: float
     latency_ms: Latency
     throughput_per_s: float
     peak_rss_mb: float
     rss_growth_mb: float
-    conditions: dict[str, Any]  # threads, batch, runs, warmup, input shapes, CPU and runtime version
+    conditions: dict[str, Any]  # threads, batch, runs, warmup, input shapes, CPU, its flags and frequency, runtime version
+    warm_load_ms: float | None = None  # a second load of the same package in that process
+    cold_load: bool | None = None  # whether the first load imported the runtime (a fresh process, as `edgekit bench`)
+    model_sha256: str = ""  # one hash over the model files' paths and sha256s: the same model wherever it lies
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +141,7 @@ class Golden:
 class Manifest:
     """manifest.json of an edgekit package."""
 
-    schema: Literal[4]  # SCHEMA_VERSION
+    schema: Literal[5]  # SCHEMA_VERSION
     edgekit: str
     created: str
     target: TargetRecord

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.golden import GoldenResult, run_golden
+from edgekit.golden import GoldenResult
 from edgekit.package import read_package
 
 
@@ -48,6 +48,5 @@ def verify_package(path: str | Path, trusted_keys: Sequence[str | Path] = (), th
     else:
         skipped = backend_module(package.runtime).probe(package.manifest.target.options)
         if skipped is None:
-            session = open_package(package, threads)
-            golden = run_golden(session, package.manifest.golden, package.manifest.precision.startswith("int"))
+            golden = open_package(package, threads).self_test()
     return Verification(str(path), len(package.manifest.entries), signed_by, checked, golden, skipped)

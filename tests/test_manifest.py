@@ -83,10 +83,10 @@ def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(schema=5), r"manifest schema 5 is not one of 1..4; upgrade edgekit to open it"),
-    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..4; rebuild the package"),
-    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..4; rebuild the package"),
-    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..4; rebuild the package"),
+    (lambda m: m.update(schema=6), r"manifest schema 6 is not one of 1..5; upgrade edgekit to open it"),
+    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..5; rebuild the package"),
+    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..5; rebuild the package"),
+    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..5; rebuild the package"),
     (lambda m: m["files"][0].update(bytes="big"), r"parameter 'files'\[0\]: parameter 'bytes' = 'big' \(str\); expected an integer"),
     (lambda m: m.update(loader="evil.py"), r"manifest: unknown parameter 'loader'"),
     (lambda m: m["target"].pop("runtime"), r"parameter 'target': missing parameter\(s\) runtime"),

@@ -1,4 +1,5 @@
-"""Measure one package in this process: load time, first run, latency percentiles, throughput, memory."""
+"""Measure one package in this process: cold and warm load, first run, latency (raw samples, percentiles, the p50's
+confidence interval), throughput, memory, and the machine's state. Imports nothing compile-side: devices run it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 import math
 import os
 import platform
-import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgekit.bench.machine import cpu_frequency, peak_rss_mb, rss_mb, usable_cores
+from edgekit.digest import data_sha256
 from edgekit.isa import host_cpu
 from edgekit.manifest import BenchRecord, Latency, Manifest
 from edgekit.package import read_package
@@ -65,22 +68,13 @@ def median_interval(samples: list[float], confidence: float = 0.95) -> tuple[flo
     return float(ordered[low]), float(ordered[count - 1 - low])
 
 
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024
-
-
 def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: int = 100,
             warmup: int = 10) -> BenchRecord:
     """All figures for one package, with the conditions they were measured under. The package is read, verified and
-    (a .zip) unpacked once; `load_ms` is the runtime opening it."""
-    from edgekit.runtime import open_package
+    (a .zip) unpacked once; `load_ms` is the runtime opening it the first time in this process (cold when the runtime
+    was not imported yet), `warm_load_ms` opening it again once the first session is gone; the first run, warm-up and
+    timed runs use the first session, and the peak memory is taken before the second load."""
+    from edgekit.runtime import backend_module, open_package
 
     package = read_package(path)
     manifest = package.manifest
@@ -89,7 +83,8 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         input_name, _, dim = name.partition(":")
         log.warning("input '%s': symbolic dim '%s' has no size from data or --input; benchmarked at %d "
                     "(fix it with --input %s:...)", input_name, dim, size, input_name)
-    rss_before = _rss_mb()
+    cold = _import_name(backend_module(manifest.runtime).PACKAGE) not in sys.modules
+    rss_before = rss_mb()
     started = time.perf_counter()
     session = open_package(package, threads=threads)
     load_ms = (time.perf_counter() - started) * 1e3
@@ -98,32 +93,46 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
     first_ms = (time.perf_counter() - started) * 1e3
     for _ in range(warmup):
         session.run(feeds)
-    latencies = []
+    samples = []
     for _ in range(runs):
         started = time.perf_counter()
         session.run(feeds)
-        latencies.append((time.perf_counter() - started) * 1e3)
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])  # linear interpolation between closest ranks
-    mean = float(np.mean(latencies))
-    p50_low, p50_high = median_interval(latencies)
+        samples.append((time.perf_counter() - started) * 1e3)
+    peak_mb = peak_rss_mb()
+    del session
+    started = time.perf_counter()
+    open_package(package, threads=threads)
+    warm_load_ms = (time.perf_counter() - started) * 1e3
     return BenchRecord(
         package=str(path), target=manifest.target.name, runtime=manifest.runtime, precision=manifest.precision,
-        file_bytes=manifest.file_bytes, load_ms=load_ms, first_run_ms=first_ms,
-        latency_ms=Latency(p50=float(p50), p90=float(p90), p99=float(p99), mean=mean, min=float(np.min(latencies)),
-                           std=float(np.std(latencies)), p50_low=p50_low, p50_high=p50_high),
-        throughput_per_s=batch * 1e3 / mean,
-        peak_rss_mb=_peak_rss_mb(),
-        rss_growth_mb=max(_peak_rss_mb() - rss_before, 0.0),
+        file_bytes=manifest.file_bytes, load_ms=load_ms, first_run_ms=first_ms, latency_ms=latency(samples),
+        throughput_per_s=batch * 1e3 / float(np.mean(samples)), peak_rss_mb=peak_mb,
+        rss_growth_mb=max(peak_mb - rss_before, 0.0), warm_load_ms=warm_load_ms, cold_load=cold,
+        model_sha256=data_sha256([[entry.path, entry.sha256] for entry in manifest.files]),
         conditions={
             "threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)",
-            "batch": batch, "runs": runs, "warmup": warmup,
+            "usable_cores": usable_cores(), "batch": batch, "runs": runs, "warmup": warmup,
             "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
             "unbound_dims": unbound,
             "cpu": host_cpu().model, "machine": platform.machine(), "isa": host_cpu().isa.name,
-            "cpu_flags": list(host_cpu().flags), "python": platform.python_version(),
+            "cpu_flags": list(host_cpu().flags), "cpu_frequency": cpu_frequency(), "python": platform.python_version(),
             "runtime_version": _runtime_version(manifest.runtime),
         },
     )
+
+
+def latency(samples: list[float]) -> Latency:
+    """The summary of timed runs (ms) that keeps them: p50 is their median, p90/p99 by linear interpolation."""
+    p90, p99 = np.percentile(samples, [90, 99])
+    p50_low, p50_high = median_interval(samples)
+    return Latency(p50=float(np.median(samples)), p90=float(p90), p99=float(p99), mean=float(np.mean(samples)),
+                   min=float(np.min(samples)), std=float(np.std(samples)), p50_low=p50_low, p50_high=p50_high,
+                   samples=tuple(samples))
+
+
+def _import_name(package: str) -> str:
+    """The top-level module a runtime's pip package installs (ai-edge-litert → ai_edge_litert)."""
+    return package.replace("-", "_")
 
 
 def _runtime_version(runtime: str) -> str:
@@ -138,6 +147,6 @@ def _runtime_version(runtime: str) -> str:
         return version(package)
     except PackageNotFoundError:
         try:
-            return str(importlib.import_module(package.replace("-", "_")).__version__)
+            return str(importlib.import_module(_import_name(package)).__version__)
         except (ImportError, AttributeError):
             return "unknown"
