@@ -60,16 +60,17 @@ def _require_xnnpack() -> None:
                                   f"pip install 'edgekit[{EXTRA}]'")
 
 
-def load_program(path):
-    """The program in a .pte file; a file that is not one is a UserError. The flatbuffer header is checked first:
-    ExecuTorch's loader aborts the whole process (SIGABRT) on some malformed files instead of raising."""
+def load_program(path, enable_etdump: bool = False):
+    """The program in a .pte file (recording an ETDump of its runs with `enable_etdump`); a file that is not one is a
+    UserError. The flatbuffer header is checked first: ExecuTorch's loader aborts the whole process (SIGABRT) on some
+    malformed files instead of raising."""
     with open(path, "rb") as file:
         head = file.read(8)
     root = int.from_bytes(head[:4], "little")
     if len(head) < 8 or not re.fullmatch(rb"ET\d\d", head[4:8]) or not 8 <= root < Path(path).stat().st_size:
         raise UserError(f"{path} is not a valid ExecuTorch program: no ExecuTorch flatbuffer header")
     try:
-        return runtime().load_program(path)
+        return runtime().load_program(path, enable_etdump=enable_etdump)
     except RuntimeError as error:
         first = (str(error).strip().splitlines() or ["unreadable"])[0]
         raise UserError(f"{path} is not a valid ExecuTorch program: {first}") from None
@@ -103,6 +104,7 @@ class ExecutorchSession(Session):
     """
 
     runtime = "executorch"
+    etdump = False  # record an ETDump of every run (a profiler's subclass sets it)
 
     def __init__(self, files, inputs, outputs, options, threads) -> None:
         super().__init__(files, inputs, outputs, options, threads)
@@ -123,7 +125,7 @@ class ExecutorchSession(Session):
         """This thread's loaded `forward` (its program is kept alive beside it)."""
         method = getattr(self._local, "method", None)
         if method is None:
-            self._local.program = load_program(self.files[0])
+            self._local.program = load_program(self.files[0], self.etdump)
             method = self._local.method = self._local.program.load_method(METHOD)
         return method
 
