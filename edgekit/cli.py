@@ -133,6 +133,18 @@ def _input_specs(texts: tuple[str, ...]):
     return specs
 
 
+DEVICE = click.option("--device", default=None, metavar="NAME",
+                      help="Run it on this device from devices.yaml (ssh://, adb://, local://; see `edgekit devices`).")
+DEVICES_FILE = click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
+                            help="The devices file (default: ./devices.yaml, else ~/.config/edgekit/devices.yaml).")
+
+
+def _no_device(devices_file: Path | None) -> None:
+    """--devices alone names no device to run on: a mistake, not a silent local run."""
+    if devices_file is not None:
+        raise click.UsageError("--devices FILE goes with --device NAME")
+
+
 TRUST_REMOTE_CODE = click.option(
     "--trust-remote-code", is_flag=True,
     help="Load a .pt2 that needs pickles or Python from the file (beyond tensors and size arithmetic): "
@@ -220,14 +232,74 @@ def _metric_options(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--runs", type=int, default=100, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def bench_command(packages, threads, batch, runs, warmup, as_json) -> None:
-    """Measure packages side by side: load, first run, latency percentiles, throughput, memory, size."""
+@click.option("--json", "as_json", is_flag=True, help="The records, raw samples included (a later --baseline).")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="An earlier `edgekit bench --json` output: one line per package (matched by its name, else by its "
+                   "model files) saying faster, same within the noise, or slower beyond it; exits 1 when any is slower "
+                   "beyond the noise (the p50s' 95% intervals apart and the old p50 below the new one by the stated "
+                   "margin). With --json the lines go to stderr.")
+@DEVICE
+@DEVICES_FILE
+def bench_command(packages, threads, batch, runs, warmup, as_json, baseline, device, devices_file) -> None:
+    """Measure packages side by side: cold and warm load, first run, p50 with its 95% interval, p90/p99, throughput,
+    peak memory, size; with the CPU, its flags and frequency governor."""
     from edgekit import console
     from edgekit.bench import bench
+    from edgekit.bench.baseline import REGRESSION_MARGIN, compare, read_baseline, regressed
 
-    results = bench(list(packages), threads, batch, runs, warmup)
-    console.print_json([dataclasses.asdict(r) for r in results]) if as_json else console.show_bench(results)
+    earlier = read_baseline(baseline) if baseline is not None else None
+    if device is not None:
+        from edgekit.devices import bench_on_device
+
+        results, where = bench_on_device(list(packages), device, devices_file, threads, batch, runs, warmup)
+    else:
+        _no_device(devices_file)
+        results, where = bench(list(packages), threads, batch, runs, warmup), None
+    if as_json:
+        console.print_json([dataclasses.asdict(r) | ({"device": where} if where else {}) for r in results])
+    else:
+        if where:
+            console.show_device(where)
+        console.show_bench(results)
+    if earlier is not None:
+        comparisons = compare(results, earlier, REGRESSION_MARGIN)
+        console.show_comparisons(comparisons, str(baseline), REGRESSION_MARGIN, to_stderr=as_json)
+        if regressed(comparisons):
+            sys.exit(1)
+
+
+@main.command("profile")
+@click.argument("packages", nargs=-1, required=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Profiled runs (after 5 warm-up).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Ops shown, slowest first.")
+@click.option("--all", "show_all", is_flag=True, help="Show every op.")
+@click.option("--json", "as_json", is_flag=True, help="The profile (two packages: both and their diff) as JSON.")
+@DEVICE
+@DEVICES_FILE
+def profile_command(packages, runs, threads, top, show_all, as_json, device, devices_file) -> None:
+    """Each op's time, share, executed precision and kernel from the runtime's own profiler. With two packages of one
+    model (A B): where B's time went against A's (quantize/dequantize, float ops, layout, ops int8 does not cover)."""
+    from edgekit import console
+    from edgekit.profiling import diff_profiles, profile_packages
+
+    if len(packages) > 2:
+        raise click.UsageError("give one package to profile, or two (A B) to compare")
+    if device is None:
+        _no_device(devices_file)
+    profiles, where = profile_packages(packages, runs, threads, device, devices_file)
+    diff = diff_profiles(*profiles) if len(profiles) == 2 else None
+    if as_json:
+        shown = {"a": dataclasses.asdict(profiles[0]), "b": dataclasses.asdict(profiles[1]), "diff": diff} if diff else \
+            dataclasses.asdict(profiles[0])
+        console.print_json(shown | ({"device": where} if where else {}))
+        return
+    if where:
+        console.show_device(where)
+    for profile in profiles:
+        console.show_profile(profile, None if show_all else top)
+    if diff:
+        console.show_profile_diff(diff)
 
 
 @main.command("keygen")
@@ -260,15 +332,42 @@ def sign_command(package, key) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--no-self-test", is_flag=True, help="Check files and signature only.")
 @click.option("--json", "as_json", is_flag=True)
-def verify_command(package, keys, threads, no_self_test, as_json) -> None:
-    """Check a package: its files against the manifest, its signature, and its golden self-test run here."""
+@DEVICE
+@DEVICES_FILE
+def verify_command(package, keys, threads, no_self_test, as_json, device, devices_file) -> None:
+    """Check a package: its files against the manifest, its signature, and its golden self-test run here (or on
+    --device)."""
     from edgekit import console
     from edgekit.verify import verify_package
 
-    result = verify_package(package, keys, threads, self_test=not no_self_test)
-    console.print_json(dataclasses.asdict(result) | {"ok": result.ok}) if as_json else console.show_verification(result)
+    if device is not None:
+        from edgekit.devices import verify_on_device
+
+        result, where = verify_on_device(package, device, devices_file, keys, threads, self_test=not no_self_test)
+    else:
+        _no_device(devices_file)
+        result, where = verify_package(package, keys, threads, self_test=not no_self_test), None
+    if as_json:
+        console.print_json(dataclasses.asdict(result) | {"ok": result.ok} | ({"device": where} if where else {}))
+    else:
+        if where:
+            console.show_device(where)
+        console.show_verification(result)
     if not result.ok:
         sys.exit(1)
+
+
+@main.command("devices")
+@DEVICES_FILE
+@click.option("--probe", is_flag=True, help="Reach each device and show its identity (CPU, ISA, OS, runtimes).")
+@click.option("--json", "as_json", is_flag=True)
+def devices_command(devices_file, probe, as_json) -> None:
+    """List the devices of devices.yaml; with --probe, reach each one (a device that cannot be reached says why)."""
+    from edgekit import console
+    from edgekit.devices import probe_devices
+
+    rows = probe_devices(devices_file, probe)
+    console.print_json(rows) if as_json else console.show_devices(rows)
 
 
 @main.group("cache")
@@ -368,6 +467,34 @@ def demo_command(output, runs, threads, as_json) -> None:
     with console.StepDisplay(enabled=not as_json) as display:
         rows = run_demo(output, runs, threads, _cache_dir(False, None), display)
     console.print_json(rows) if as_json else console.show_demo(rows)
+
+
+@main.command("serve")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inferences run at once, in threads off the event loop.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
+              help="Largest request body (and unpacked .npz) taken.")
+@click.option("--drift-threshold", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Warn when an input's drift score passes this (default 1: a mean one calibration std away).")
+@click.option("--outside-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Warn when this share of an input's recent values lies outside the calibrated range (default 0.01).")
+def serve_command(package, host, port, threads, workers, max_body_mb, drift_threshold, outside_threshold) -> None:
+    """Serve PACKAGE over HTTP: POST /infer (JSON, .npy, .npz), GET /healthz, GET /metrics (Prometheus)."""
+    from edgekit import console
+    from edgekit.runtime.monitor import MonitorConfig
+    from edgekit.serving import serve
+
+    given = {"drift_threshold": drift_threshold, "outside_threshold": outside_threshold}
+    monitor = MonitorConfig(**{key: value for key, value in given.items() if value is not None})
+    verbose = logging.getLogger("edgekit").getEffectiveLevel() <= logging.INFO  # -v: uvicorn's access log on the terminal
+    serve(package, host, port, threads, workers, int(max_body_mb * 2**20), monitor,
+          on_ready=lambda url: console.say(f"serving {package} on {url}: POST /infer, GET /healthz, GET /metrics "
+                                           "(Ctrl-C stops)"), access_log=verbose)
+    console.say("stopped")
 
 
 if __name__ == "__main__":

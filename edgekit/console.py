@@ -161,25 +161,91 @@ def show_auto(auto: dict) -> None:
 
 
 def show_bench(results: list[BenchRecord]) -> None:
+    """The records side by side (their raw samples stay in --json), then the conditions they were measured under."""
     table = Table(title="edgekit bench")
-    for column in ("package", "target", "runtime", "precision", "size", "load ms", "first ms", "p50 ms", "p90 ms",
-                   "p99 ms", "mean ms", "throughput/s", "peak RSS MB"):
-        table.add_column(column, justify="left" if column in ("package", "target", "runtime", "precision") else "right")
+    for column in ("package", "target", "runtime", "precision", "size", "cold load ms", "warm load ms", "first ms",
+                   "p50 ms [95% CI]", "p90 ms", "p99 ms", "mean ms", "throughput/s", "peak RSS MB"):
+        table.add_column(column, justify="left" if column in ("package", "target", "runtime", "precision") else "right",
+                         no_wrap=column != "package")
     for r in results:
         lat = r.latency_ms
         runtime = f"{r.runtime} {r.conditions.get('runtime_version', '')}"
-        table.add_row(r.package, r.target, runtime, r.precision, _size(r.file_bytes), _ms(r.load_ms),
-                      _ms(r.first_run_ms), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.mean),
+        interval = "" if lat.p50_low is None or lat.p50_high is None else f" [{lat.p50_low:.3g}, {lat.p50_high:.3g}]"
+        table.add_row(escape(r.package), r.target, runtime, r.precision, _size(r.file_bytes),
+                      _ms(r.load_ms) if r.cold_load else "-", "-" if r.warm_load_ms is None else _ms(r.warm_load_ms),
+                      _ms(r.first_run_ms), f"{lat.p50:.3g}{interval}", _ms(lat.p90), _ms(lat.p99), _ms(lat.mean),
                       f"{r.throughput_per_s:.0f}", f"{r.peak_rss_mb:.0f}")
     out.print(table)
+    not_cold = [r for r in results if not r.cold_load]
+    if not_cold:
+        say("cold load: not measured for " + ", ".join(f"{r.package} (its runtime was imported before; first load there "
+                                                      f"{_ms(r.load_ms)} ms)" for r in not_cold))
     out.print(conditions_line(results[0].conditions) if results else "")
+
+
+def show_comparisons(comparisons, baseline: str, margin: float, to_stderr: bool = False) -> None:
+    """One line per package against its baseline record: faster / same within the noise / slower beyond it."""
+    console = err if to_stderr else out
+    for c in comparisons:
+        if c.old is None:
+            line = f"{c.package}: not in the baseline (no record of that package name or of the same model files)"
+        else:
+            figures = f"p50 {c.new} now vs {c.old} in the baseline"
+            line = {"slower": f"{c.package}: slower by {c.change:.1%} beyond the noise: {figures}",
+                    "faster": f"{c.package}: faster by {-c.change:.1%} beyond the noise: {figures}",
+                    "same": f"{c.package}: same within the noise ({c.change:+.1%}): {figures}"}[c.verdict]
+            if c.differences:
+                line += ("; ACROSS CPUS: " if c.across_cpus else "; conditions differ: ") + "; ".join(c.differences)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    slower = sum(1 for c in comparisons if c.verdict == "slower")
+    console.print(f"rule: slower or faster only when the p50s' 95% intervals are apart and the faster p50 is at least "
+                  f"{margin:.0%} below the other (baseline {baseline}); {slower} of {len(comparisons)} slower beyond the noise",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def conditions_line(conditions: dict) -> str:
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in conditions["input_shapes"].items())
     isa = f", ISA {conditions['isa']}: {' '.join(conditions['cpu_flags']) or 'no recorded flags'}" if "isa" in conditions else ""
     return (f"conditions: threads {conditions['threads']}, batch {conditions['batch']}, {conditions['warmup']} warm-up + "
-            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}{isa})")
+            f"{conditions['runs']} timed runs, inputs {shapes}, {conditions['cpu']} ({conditions['machine']}{isa})"
+            f"{_clock(conditions.get('cpu_frequency'))}")
+
+
+def _clock(frequency: dict | None) -> str:
+    """cpu0's governor and MHz as cpufreq gave them, or that the kernel gave none."""
+    if frequency is None:
+        return ""
+    if all(value == "unavailable" for value in frequency.values()):
+        return "; CPU governor and frequency unavailable (the kernel exposes no cpufreq)"
+    mhz = {key: "unavailable" if frequency[key] == "unavailable" else f"{frequency[key]:.0f} MHz"
+           for key in ("cur_mhz", "max_mhz")}
+    return f"; cpu0 governor {frequency['governor']}, {mhz['cur_mhz']} now, {mhz['max_mhz']} max"
+
+
+def device_line(identity: dict) -> str:
+    """A device in one line: its CPU and ISA, cores, memory, OS, Python, edgekit and runtime versions."""
+    cpu = identity["cpu"]
+    memory = "" if identity.get("memory_mb") is None else f", {identity['memory_mb'] / 1024:.1f} GiB"
+    runtimes = ", ".join(f"{name} {version}" for name, version in identity["runtimes"].items()) or "no runtime"
+    return (f"{cpu['model']} ({cpu['machine']}, ISA {cpu['isa']}: {' '.join(cpu['flags']) or 'no recorded flags'}), "
+            f"{identity['cpu_count']} cores{memory}; {identity['os']['name']}; Python {identity['python']['version']}, "
+            f"edgekit {identity['edgekit']}, {runtimes}")
+
+
+def show_device(identity: dict) -> None:
+    """Which device the figures below come from."""
+    say(f"on device {identity['name']} ({identity['url']}): {device_line(identity)}")
+
+
+def show_devices(rows: list[dict]) -> None:
+    table = Table(title=f"edgekit devices ({rows[0]['file']})" if rows else "edgekit devices: none")
+    for column in ("name", "url", "python", *(("identity",) if any("identity" in r or "error" in r for r in rows) else ())):
+        table.add_column(column)
+    for row in rows:
+        probed = (escape(device_line(row["identity"])) if "identity" in row else f"[red]{escape(row['error'])}[/red]"
+                  if "error" in row else None)
+        table.add_row(escape(row["name"]), escape(row["url"]), escape(row["python"]), *((probed,) if probed else ()))
+    out.print(table)
 
 
 def say(text: str) -> None:
@@ -278,3 +344,39 @@ def show_demo(rows: list[dict]) -> None:
     measured = [row for row in rows if "conditions" in row]
     if measured:
         out.print(conditions_line(measured[0]["conditions"]))
+
+
+def show_profile(profile, top: int | None) -> None:
+    """One package's ops, slowest first (the `top` of them, or all), with the profiler and the conditions."""
+    if not profile.available:
+        say(f"{profile.package} ({profile.runtime}): per-op profile {profile.reason}")
+        return
+    shown = profile.ops if top is None else profile.ops[:top]
+    table = Table(title=f"edgekit profile: {escape(profile.package)} ({profile.target}, {profile.precision})")
+    for column in ("op", "type", "mean ms", "p50 ms", "share", "precision", "kernel", "provider", "module"):
+        table.add_column(column, justify="right" if column in ("mean ms", "p50 ms", "share") else "left")
+    for op in shown:
+        table.add_row(escape(op.name), escape(op.type), f"{op.ms:.4f}", f"{op.p50_ms:.4f}", f"{op.share:.1%}",
+                      op.precision or "-", escape(op.kernel or "-"), escape(op.provider or "-"), escape(op.module or "-"))
+    out.print(table)
+    rest = profile.ops[len(shown):]
+    if rest:
+        say(f"{len(rest)} more ops, {sum(op.share for op in rest):.1%} of the time (--all shows them)")
+    say(f"ops total {profile.ops_ms:.4f} ms per run (mean); one whole run with the profiler on: mean {profile.wall_ms:.4f} "
+        f"ms, median {profile.wall_p50_ms:.4f} ms; "
+        f"{profile.profiler}; {profile.runtime} {profile.runtime_version}")
+    say(conditions_line(profile.conditions))
+
+
+def show_profile_diff(diff: dict) -> None:
+    """Where B's time went against A's: one line per finding, per source module, and the summary."""
+    from edgekit.profiling.diff import module_lines
+
+    a, b = diff["a"], diff["b"]
+    say(f"diff: A = {a['package']} ({a['runtime']}, {a['precision']}), B = {b['package']} ({b['runtime']}, "
+        f"{b['precision']}); each op's median time per run")
+    for finding in diff["findings"]:
+        say(finding["line"])
+    for line in module_lines(diff["modules"]):
+        say(line)
+    say(diff["summary"])

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.errors import UserError
 from edgekit.spec import TensorSpec
+
+if TYPE_CHECKING:
+    from edgekit.golden import GoldenResult
+    from edgekit.runtime.monitor import Monitor
 
 
 class Session:
@@ -20,6 +25,7 @@ class Session:
 
     runtime: str = ""
     package: Any = None  # the Package `runtime.load` opened
+    monitor: Monitor | None = None  # set by `runtime.load(..., monitor=True)`: latency and input statistics of each run
 
     def __init__(self, files: tuple[Path, ...], inputs: tuple[TensorSpec, ...],
                  outputs: tuple[TensorSpec, ...], options: Mapping[str, Any], threads: int | None) -> None:
@@ -35,12 +41,38 @@ class Session:
         return "fp32"
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name for `feeds` (input name → array)."""
+        """Outputs by name for `feeds` (input name → array); a monitored session also queues the run's latency and
+        inputs for `stats()`."""
+        started = time.perf_counter()
         self.check(feeds)
-        return self._run({spec.name: np.require(feeds[spec.name], requirements="C") for spec in self.inputs})
+        ordered = {spec.name: np.require(feeds[spec.name], requirements="C") for spec in self.inputs}
+        outputs = self._run(ordered)
+        if self.monitor is not None:
+            self.monitor.observe(ordered, (time.perf_counter() - started) * 1e3)
+        return outputs
+
+    def stats(self) -> dict[str, Any]:
+        """The monitor's latency histogram, input statistics and drift scores as plain data (edgekit.runtime.monitor)."""
+        if self.monitor is None:
+            raise UserError("this session is not monitored: open it with edgekit.runtime.load(path, monitor=True)")
+        return self.monitor.stats()
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def self_test(self) -> GoldenResult:
+        """Run the package's golden inputs here and judge the outputs against the ones recorded where it was built,
+        within the package's own tolerance: `ok`, and the output that came closest to its bound with its figures."""
+        from edgekit.golden import run_golden
+
+        if self.package is None:
+            raise UserError("self_test: this session was opened from model files (open_model), which carry no golden "
+                            "samples; open a package with edgekit.runtime.load to self-test it")
+        manifest = self.package.manifest
+        if manifest.golden is None:
+            raise UserError(f"package {self.package.name}: holds no self-test samples (an edgekit before self-tests built "
+                            "it, or its target could not run where it was built)")
+        return run_golden(self, manifest.golden, manifest.precision.startswith("int"))
 
     def check(self, feeds: Mapping[str, Any]) -> None:
         """Raise UserError naming the input when a feed is missing, unknown, or of the wrong dtype or shape."""
