@@ -112,6 +112,7 @@ def run_litert(path: Path, images: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def runtime_only_python() -> Path:
     """The python of a venv holding only `edgekit[runtime-ort]` (numpy + onnxruntime), built from this checkout."""
-    from runtime_only_venv import runtime_only_python as build
+    sys.path.insert(0, str(TESTS.parent))
+    from benchmarks.runtime_venv import runtime_only_python as build
 
     return build()

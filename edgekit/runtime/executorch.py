@@ -18,7 +18,7 @@ from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
 
 PACKAGE = "executorch"
-EXTRA = "executorch"
+EXTRA = "runtime-executorch"  # what loading needs; compiling needs edgekit[executorch]
 
 
 @dataclass(frozen=True, slots=True)

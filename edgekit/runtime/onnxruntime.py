@@ -12,7 +12,7 @@ from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
 
 PACKAGE = "onnxruntime"
-EXTRA = "onnx"
+EXTRA = "runtime-ort"  # what loading needs; compiling for cpu-ort needs edgekit[onnx]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from edgekit.errors import MissingBackend, UnsupportedOnTarget
 from edgekit.runtime.session import Session
 
 PACKAGE = "openvino"
-EXTRA = "openvino"
+EXTRA = "runtime-openvino"  # what loading needs; compiling needs edgekit[openvino]
 
 
 @dataclass(frozen=True, slots=True)

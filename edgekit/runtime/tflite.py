@@ -12,7 +12,7 @@ from edgekit.runtime.session import Session
 from edgekit.spec import TensorSpec
 
 PACKAGE = "ai-edge-litert"
-EXTRA = "tflite"
+EXTRA = "runtime-litert"  # what loading needs; compiling needs edgekit[tflite]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """A cached venv with this checkout installed as `edgekit[runtime-ort]`: what an app on a device has.
 
+Used by the tests (tests/conftest.py's `runtime_only_python`) and benchmarks/on_device.py.
+
 The install is editable, so the venv always runs the working tree's code while its dependencies are exactly what
 the `runtime-ort` extra declares; the cache key is therefore the checkout's path (an editable install points there)
 and its packaging files (setup.cfg, pyproject.toml).
