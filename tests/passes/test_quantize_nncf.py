@@ -99,11 +99,15 @@ def test_accuracy_control_keeps_a_model_that_fits(cnn_ir, cnn_dataset, tmp_path)
 
 
 def test_accuracy_control_reverts_the_harmful_op_and_names_it(cnn_ir, cnn_dataset, tmp_path):
-    """Plain int8 loses 0.006 cosine on the tiny CNN; a 0.002 budget forces ops back to float."""
-    quantized = _quantize(cnn_ir, cnn_dataset, tmp_path, max_drop=0.002, metric="cosine")
+    """A budget of half what plain int8 loses on this CPU forces ops back to float (plain int8 lost 0.006 cosine on
+    an AVX2 EPYC, 0.0009 on an AVX-512 VNNI Xeon: the budget follows the CPU's own int8 kernels)."""
+    plain = _quantize(cnn_ir, cnn_dataset, tmp_path / "plain", max_drop=1.0, metric="cosine").meta["fallback"]
+    lost = plain["reference"] - plain["quantized_value"]
+    assert plain["reverted"] == [] and lost > 1e-5
+    quantized = _quantize(cnn_ir, cnn_dataset, tmp_path, max_drop=lost / 2, metric="cosine")
     report = quantized.meta["fallback"]
-    assert report["reference"] - report["quantized_value"] > 0.002
-    assert report["reference"] - report["value"] <= 0.002 and report["ok"]
+    assert report["quantized_value"] == pytest.approx(plain["quantized_value"], abs=1e-6)
+    assert report["reference"] - report["value"] <= lost / 2 and report["ok"]
     reverted = {entry["node"] for entry in report["reverted"]}
     assert reverted and reverted.isdisjoint(quantized_ops(read_ir(quantized)))
     assert {entry["op_type"] for entry in report["reverted"]} <= {"MatMul", "Convolution", "Add", "ReduceMean"}
