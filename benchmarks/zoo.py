@@ -17,6 +17,7 @@ alternating rounds, and ZOO.md is written.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import os
@@ -216,21 +217,19 @@ def main() -> None:
     targets = [t for t in args.targets.split(",") if t] or cpu_targets()
     cells: list[dict] = []
     pending = [(model, target) for model in models for target in targets]
-    while pending:  # pairs another zoo process is measuring (a lock file) are taken up when it is done
+    while pending:  # pairs another zoo process is measuring (its lock held) are taken up when it is done
         model, target = pending.pop(0)
         path, lock = cell_path(model, target), cell_path(model, target).with_suffix(".lock")
         if not path.is_file() or args.fresh:
-            try:
-                lock.parent.mkdir(parents=True, exist_ok=True)
-                lock.touch(exist_ok=False)
-            except FileExistsError:
-                pending.append((model, target))
-                time.sleep(5)
-                continue
-            try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with lock.open("a") as held:
+                try:  # an OS lock: a zoo process that dies (killed, crashed) releases it
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pending.append((model, target))
+                    time.sleep(5)
+                    continue
                 path.write_text(json.dumps(target_in_subprocess(model, target, args.threads, args.runs, args.cell_timeout), indent=1))
-            finally:
-                lock.unlink(missing_ok=True)
         found = json.loads(path.read_text())
         cells += found
         for cell in found:
