@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgekit.errors import printable
 from edgekit.instruments import Instrument
 from edgekit.manifest import BenchRecord
 
@@ -223,13 +224,15 @@ def _clock(frequency: dict | None) -> str:
 
 
 def device_line(identity: dict) -> str:
-    """A device in one line: its CPU and ISA, cores, memory, OS, Python, edgekit and runtime versions."""
+    """A device in one line: its CPU and ISA, cores, memory, OS, Python, edgekit and runtime versions (as the device
+    reported them: control characters escaped)."""
     cpu = identity["cpu"]
     memory = "" if identity.get("memory_mb") is None else f", {identity['memory_mb'] / 1024:.1f} GiB"
     runtimes = ", ".join(f"{name} {version}" for name, version in identity["runtimes"].items()) or "no runtime"
-    return (f"{cpu['model']} ({cpu['machine']}, ISA {cpu['isa']}: {' '.join(cpu['flags']) or 'no recorded flags'}), "
-            f"{identity['cpu_count']} cores{memory}; {identity['os']['name']}; Python {identity['python']['version']}, "
-            f"edgekit {identity['edgekit']}, {runtimes}")
+    flags = " ".join(cpu["flags"]) or "no recorded flags"
+    return printable(f"{cpu['model']} ({cpu['machine']}, ISA {cpu['isa']}: {flags}), {identity['cpu_count']} cores"
+                     f"{memory}; {identity['os']['name']}; Python {identity['python']['version']}, "
+                     f"edgekit {identity['edgekit']}, {runtimes}")
 
 
 def show_device(identity: dict) -> None:
@@ -355,9 +358,9 @@ def show_profile(profile, top: int | None) -> None:
     table = Table(title=f"edgekit profile: {escape(profile.package)} ({profile.target}, {profile.precision})")
     for column in ("op", "type", "mean ms", "p50 ms", "share", "precision", "kernel", "provider", "module"):
         table.add_column(column, justify="right" if column in ("mean ms", "p50 ms", "share") else "left")
-    for op in shown:
-        table.add_row(escape(op.name), escape(op.type), f"{op.ms:.4f}", f"{op.p50_ms:.4f}", f"{op.share:.1%}",
-                      op.precision or "-", escape(op.kernel or "-"), escape(op.provider or "-"), escape(op.module or "-"))
+    for op in shown:  # names come from the model file (someone else's): shown, never obeyed by the terminal
+        table.add_row(_cell(op.name), _cell(op.type), f"{op.ms:.4f}", f"{op.p50_ms:.4f}", f"{op.share:.1%}",
+                      op.precision or "-", _cell(op.kernel), _cell(op.provider), _cell(op.module))
     out.print(table)
     rest = profile.ops[len(shown):]
     if rest:
@@ -375,8 +378,10 @@ def show_profile_diff(diff: dict) -> None:
     a, b = diff["a"], diff["b"]
     say(f"diff: A = {a['package']} ({a['runtime']}, {a['precision']}), B = {b['package']} ({b['runtime']}, "
         f"{b['precision']}); each op's median time per run")
-    for finding in diff["findings"]:
-        say(finding["line"])
-    for line in module_lines(diff["modules"]):
-        say(line)
-    say(diff["summary"])
+    for line in [*(finding["line"] for finding in diff["findings"]), *module_lines(diff["modules"]), diff["summary"]]:
+        say(printable(line))  # op types and module names come from the model files
+
+
+def _cell(text: str | None) -> str:
+    """A table cell of text from a model or a device: its control characters escaped, its brackets not markup."""
+    return escape(printable(text or "-"))

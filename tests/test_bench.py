@@ -208,6 +208,14 @@ def test_a_malformed_baseline_is_one_line(baseline, tmp_path, content, message):
         read_baseline(path)
 
 
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux's /proc/self/mem")
+def test_an_unreadable_baseline_is_one_line(tmp_path):
+    """A file that cannot be read (a permission, an I/O error; /proc/self/mem fails to read at offset 0 even for root)."""
+    code, stdout, stderr = _invoke("bench", tmp_path / "no-package", "--baseline", "/proc/self/mem")
+    assert code == 1 and stdout == ""
+    assert stderr.strip().splitlines() == ["error: --baseline /proc/self/mem: cannot read it: Input/output error"]
+
+
 def test_a_malformed_baseline_stops_the_cli_before_measuring(tmp_path):
     (tmp_path / "old.json").write_text("[1, 2")
     code, stdout, stderr = _invoke("bench", tmp_path / "no-package", "--baseline", tmp_path / "old.json")

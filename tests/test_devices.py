@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.bench.harness import measure
+from edgekit.bench.machine import cpu_frequency
 from edgekit.devices import DeviceLink, bench_on_device, call, find_device, identity, verify_on_device
 from edgekit.errors import UserError
 from edgekit.isa import host_cpu
@@ -72,6 +73,9 @@ def test_bench_over_ssh_matches_a_local_run_and_names_the_device(server, devices
     assert device["cpu"]["flags"] == list(host_cpu().flags) and device["name"] == "pi"
     assert device["python"]["executable"] == str(device_python)  # the login landed in the runtime-only venv
     assert set(device["runtimes"]) == {"onnxruntime"} and device["memory_mb"] > 100
+    here = cpu_frequency()  # the device's governor and clock as bench records them (the current clock moves)
+    assert {key: device["cpu_frequency"][key] for key in ("governor", "max_mhz")} == {key: here[key] for key in
+                                                                                      ("governor", "max_mhz")}
     assert 0 < remote["latency_ms"]["min"] <= remote["latency_ms"]["p50"] <= remote["latency_ms"]["p99"]
 
 
@@ -268,6 +272,10 @@ def test_devices_file_mistakes(tmp_path, monkeypatch):
         "devices:\n  pi: {url: ftp://b}": r"device 'pi': url 'ftp://b' is not ssh://user@host:port, adb://SERIAL",
         "devices:\n  pi: {url: ssh://a@b:99999}": r"device 'pi': url 'ssh://a@b:99999': Port out of range",
         "devices:\n  pi: {url: ssh://a@b, timeout_s: 0}": r"device 'pi': parameter 'timeout_s' = 0 is outside \[1, 86400\]",
+        # `edgekit devices` shows names, URLs and paths: a terminal escape in any of them is refused, not printed
+        'devices:\n  pi: {url: "ssh://a@b", python: "py\\e[2J"}': r"devices\.pi\.python holds control characters "
+                                                                   r"\(terminal escape sequences\); refused$",
+        'devices:\n  "pi\\e]0;owned\\a": {url: "adb://R58M"}': r"devices key holds control characters",
     }
     for text, pattern in cases.items():
         (tmp_path / "devices.yaml").write_text(text)
@@ -280,6 +288,18 @@ def test_devices_file_mistakes(tmp_path, monkeypatch):
     assert find_device("phone").address == "R58M" and find_device("venv").python == str(tmp_path / "env" / "bin" / "python")
     with pytest.raises(UserError, match=r"no device 'phon' \(did you mean 'phone'\?\); known: pi, phone, venv$"):
         find_device("phon")
+
+
+def test_what_a_device_reports_reaches_the_terminal_escaped():
+    """The device's identity is its own text (its /proc/cpuinfo, its os-release): shown, never obeyed as escapes."""
+    from edgekit import console
+
+    device = {"name": "pi", "url": "ssh://pi@host:22", "cpu": {"model": "Cortex\x1b[2J-A76", "machine": "aarch64",
+                                                               "isa": "armv8.2", "flags": ["asimd", "dotprod"]},
+              "cpu_count": 4, "memory_mb": 8192.0, "os": {"name": "Debian\x1b]0;owned\x07 12"},
+              "python": {"version": "3.11.2"}, "edgekit": "0.1.0", "runtimes": {"onnxruntime": "1.22.0"}}
+    assert console.device_line(device) == ("Cortex\\x1b[2J-A76 (aarch64, ISA armv8.2: asimd dotprod), 4 cores, 8.0 GiB; "
+                                           "Debian\\x1b]0;owned\\x07 12; Python 3.11.2, edgekit 0.1.0, onnxruntime 1.22.0")
 
 
 def adb_serial() -> str:
@@ -310,3 +330,16 @@ def test_bench_over_adb(cnn_package, tmp_path):
     devices = write_devices(tmp_path / "devices.yaml", phone={"url": f"adb://{serial}", "python": python})
     records, device = bench_on_device([cnn_package], "phone", devices, runs=10, warmup=2)
     assert records[0].latency_ms.p50 > 0 and device["cpu"]["machine"] in ("aarch64", "armv8l", "x86_64")
+
+
+def test_a_runner_that_answers_another_versions_json_is_one_line(cnn_package, tmp_path):
+    """A device whose runner answers without the keys this edgekit reads (another version's runner): one line."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text('#!/bin/sh\necho \'{"answer": "from another edgekit"}\'\n')
+    python.chmod(0o755)
+    devices = write_devices(tmp_path / "devices.yaml", other={"url": f"local://{venv}", "cache_dir": str(tmp_path / "c")})
+    with pytest.raises(UserError, match=r"^device other \(local://.*\): its runner answered 'has' without present, path: "
+                                        r"install the same edgekit version there as here$"):
+        bench_on_device([cnn_package], "other", devices, runs=2, warmup=0)

@@ -112,18 +112,24 @@ def test_one_warning_line_per_drifting_input(caplog):
     assert monitor.stats()["inputs"]["x"]["warned"] is True
 
 
-def test_nonfinite_values_are_counted_apart():
-    monitor = Monitor(X, REFERENCE, MonitorConfig(batch=3))
-    values = np.random.default_rng(3).standard_normal((10, 1, 256)).astype(np.float32)
+@pytest.mark.parametrize("centre", [0.0, 1000.0])  # 1000: values far from 0 are centred on the reference mean first
+def test_nonfinite_values_are_counted_apart(centre):
+    reference = {"calibration": {"x": {"mean": centre, "std": 1.0, "min": centre - 4, "max": centre + 4}}}
+    monitor = Monitor(X, reference, MonitorConfig(batch=3))
+    values = (np.random.default_rng(3).standard_normal((10, 1, 256)) + centre).astype(np.float32)
     values[2, 0, :5] = np.nan
+    values[2, 0, 5:8] = centre + 6  # out of range, in a run that also holds NaNs
+    values[4, 0, 0] = -np.inf  # an infinity alone in its merge
     values[7, 0, 9] = np.inf
     values[8, 0, :] = np.nan  # a run with no finite value at all
     for row in values:
         monitor.observe({"x": row}, 1.0)
     entry = monitor.stats()["inputs"]["x"]
     finite = values[np.isfinite(values)].astype(np.float64)
-    assert entry["nonfinite"] == 5 + 1 + 256 and entry["values"] == finite.size
+    assert entry["nonfinite"] == 5 + 1 + 1 + 256 and entry["values"] == finite.size
     assert entry["mean"] == pytest.approx(finite.mean(), rel=1e-9) and entry["std"] == pytest.approx(finite.std(), rel=1e-9)
+    assert (entry["min"], entry["max"]) == (finite.min(), finite.max())
+    assert entry["outside_share"] == np.count_nonzero(np.abs(finite - centre) > 4) / finite.size >= 3 / finite.size
     assert entry["recent"]["runs"] == 9  # the all-NaN run adds nothing
 
 
@@ -167,3 +173,11 @@ def test_unmonitored_sessions_and_bad_settings_are_clear_errors(cnn_package):
     inverted = {"calibration": {"x": {"mean": 0, "std": 1, "min": 2, "max": 1}}}
     with pytest.raises(UserError, match="min <= max"):
         Monitor(X, inverted)
+
+
+def test_a_monitor_of_the_wrong_type_is_refused_at_load(cnn_package):
+    from edgekit.errors import UserError
+    from edgekit.runtime import load
+
+    with pytest.raises(UserError, match="load: monitor is True, False or a MonitorConfig, not dict"):
+        load(cnn_package, monitor={"window": 10})

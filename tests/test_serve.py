@@ -266,3 +266,9 @@ def test_bodies_of_models_with_several_inputs_or_outputs_and_int_inputs():
     body, media_type = encode_outputs(two, "application/x-npz, application/json;q=0.5")
     with np.load(io.BytesIO(body), allow_pickle=False) as archive:
         assert media_type == "application/x-npz" and archive["b"].tolist() == [1, 1, 1]
+    named_like_arguments = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.uint8)}
+    body, _ = encode_outputs(named_like_arguments, "application/x-npz")  # np.savez's own parameters: neither is lost
+    with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["allow_pickle", "file"]
+        assert all(np.array_equal(archive[name], value) and archive[name].dtype == value.dtype
+                   for name, value in named_like_arguments.items())

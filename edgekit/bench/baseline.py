@@ -49,6 +49,8 @@ def read_baseline(path: str | Path) -> list[BenchRecord]:
         raise UserError(f"{where}: {path.stat().st_size / 2**20:.0f} MiB is not an `edgekit bench --json` output")
     try:
         data = json.loads(path.read_bytes(), parse_constant=_refuse_constant)
+    except OSError as error:  # unreadable: permissions, an I/O error
+        raise UserError(f"{where}: cannot read it: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
         raise UserError(f"{where}: not the JSON `edgekit bench --json` writes ({error})") from None
     except RecursionError:

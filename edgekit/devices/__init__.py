@@ -84,7 +84,7 @@ def verify_on_device(package: str | Path, device_name: str, devices_file: str | 
     here = verify_package(package, trusted_keys, self_test=False)
     with DeviceLink(find_device(device_name, devices_file)) as link:
         device = link.identity()
-        there = link.call("verify", package, {"threads": threads, "self_test": self_test})
+        there = link.call("verify", package, {"threads": threads, "self_test": self_test}, expect=("files",))
     where = f"verify of {package} on device {link.device.label}"
     golden = build(GoldenResult, there["golden"], where) if there.get("golden") else None
     return Verification(here.package, there["files"], here.signed_by, here.signature_checked, golden,

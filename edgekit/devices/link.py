@@ -46,8 +46,10 @@ class DeviceLink:
     def __exit__(self, *exc: object) -> None:
         self.transport.close()
 
-    def runner(self, command: str, *arguments: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The runner's result of `command`; its {"error": …} and a runner that cannot start are UserErrors."""
+    def runner(self, command: str, *arguments: str, options: dict[str, Any] | None = None,
+               expect: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The runner's result of `command`; its {"error": …}, a runner that cannot start and an answer without the
+        `expect`ed keys (another edgekit version's runner) are UserErrors."""
         argv = [self.device.python, "-m", RUNNER, command, *arguments, "--options", json.dumps(options or {}),
                 "--timeout", f"{self.device.timeout_s:g}"]
         done = self.transport.run(argv, f"'{command}'")
@@ -56,6 +58,10 @@ class DeviceLink:
             raise UserError(f"device {self.device.label}: {self._why_no_result(done)}")
         if "error" in result:
             raise UserError(f"device {self.device.label}: {result['error']}")
+        missing = [key for key in expect if key not in result]
+        if missing:
+            raise UserError(f"device {self.device.label}: its runner answered '{command}' without "
+                            f"{', '.join(missing)}: install the same edgekit version there as here")
         return result
 
     def identity(self) -> dict[str, Any]:
@@ -68,9 +74,10 @@ class DeviceLink:
                         found.get("edgekit"), __version__)
         return {"name": self.device.name, "url": self.device.url, **found}
 
-    def call(self, command: str, package: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+    def call(self, command: str, package: str | Path, options: dict[str, Any],
+             expect: tuple[str, ...] = ()) -> dict[str, Any]:
         """Run `command` (bench, verify, profile) on the device's copy of `package`, uploading it first if needed."""
-        return self.runner(command, self.put(package), options=options)
+        return self.runner(command, self.put(package), options=options, expect=expect)
 
     def put(self, package: str | Path) -> str:
         """The device path of the package (a folder or .zip here), uploaded unless its cache holds it intact; the
@@ -78,7 +85,7 @@ class DeviceLink:
         local = read_package(package)  # verified here first: a damaged package is never sent
         with open(local.root / MANIFEST, "rb") as stream:
             sha = hashlib.file_digest(stream, "sha256").hexdigest()
-        found = self.runner("has", sha, options=self._cache())
+        found = self.runner("has", sha, options=self._cache(), expect=("present", "path"))
         if found["present"]:
             log.info("device %s: %s is in its cache as %s", self.device.name, package, sha[:12])
             self.transfers.append(Transfer(sha, found["path"], False, 0, 0.0))
@@ -92,7 +99,7 @@ class DeviceLink:
         size = sum(path.stat().st_size for path, _ in files)
         started = time.perf_counter()
         self.transport.upload(files)
-        remote = self.runner("install", sha, staging, options=self._cache())["path"]
+        remote = self.runner("install", sha, staging, options=self._cache(), expect=("path",))["path"]
         seconds = time.perf_counter() - started
         log.info("device %s: uploaded %s (%d files, %d bytes) in %.2f s", self.device.name, package, len(files), size,
                  seconds)

@@ -18,12 +18,13 @@ else ./devices.yaml, else ~/.config/edgekit/devices.yaml.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from edgekit.errors import UserError
+from edgekit.manifest import _control_characters
 from edgekit.schema import build, did_you_mean
 
 DEVICES_FILE = "devices.yaml"
@@ -101,6 +102,10 @@ def load_devices(path: Path) -> dict[str, Device]:
         if not isinstance(name, str) or not name:
             raise UserError(f"devices file {path}: device name {name!r} is not a name")
         entry = build(DeviceEntry, values, f"devices file {path}: device '{name}'")
+        escaped = _control_characters({name: asdict(entry)}, "devices")  # names and paths are shown in tables
+        if escaped:
+            raise UserError(f"devices file {path}: {escaped} holds control characters (terminal escape sequences); "
+                            "refused")
         devices[name] = _device(name, entry, path.parent, f"devices file {path}: device '{name}'")
     return devices
 

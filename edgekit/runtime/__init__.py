@@ -50,8 +50,10 @@ def load(path: str | Path, threads: int | None = None, verify: bool = True,
         check_signature(package, trusted_keys)
     session = open_package(package, threads)
     if monitor:  # imported only then: an unmonitored app does not pay for it
-        from edgekit.runtime.monitor import Monitor
+        from edgekit.runtime.monitor import Monitor, MonitorConfig
 
+        if monitor is not True and not isinstance(monitor, MonitorConfig):
+            raise UserError(f"load: monitor is True, False or a MonitorConfig, not {type(monitor).__name__}")
         session.monitor = Monitor(session.inputs, package.manifest.data, None if monitor is True else monitor)
     return session
 

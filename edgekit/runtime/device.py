@@ -46,6 +46,7 @@ def default_cache_dir() -> Path:
 def identity() -> dict[str, Any]:
     """What the host records about this device beside its figures."""
     from edgekit import __version__
+    from edgekit.bench.machine import cpu_frequency
     from edgekit.isa import host_cpu
 
     try:
@@ -54,7 +55,7 @@ def identity() -> dict[str, Any]:
         os_name = None
     return {
         "hostname": platform.node(), "cpu": host_cpu().to_dict(), "cpu_count": os.cpu_count(),
-        "governor": _read_first_line(Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")),
+        "cpu_frequency": cpu_frequency(),
         "os": {"system": platform.system(), "release": platform.release(), "name": os_name or platform.platform()},
         "memory_mb": _memory_mb(),
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
@@ -149,13 +150,6 @@ def _memory_mb() -> float | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _read_first_line(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
         return None
 
 

@@ -173,29 +173,31 @@ class InputTracker:
     def add(self, samples: list[bytes]) -> str | None:
         """Add queued runs (one sample each, in order); the warning line when they take the input past a threshold for
         the first time. Non-finite values are counted apart and left out of everything else."""
-        flats = [np.frombuffer(sample, self.dtype) for sample in samples if sample]
-        if not flats:
+        samples = [sample for sample in samples if sample]  # a run of an empty input adds nothing
+        if not samples:
             return None
-        sizes = np.array([flat.size for flat in flats])
+        sizes = np.array([len(sample) for sample in samples]) // self.dtype.itemsize
         starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        values = np.concatenate(flats, dtype=np.float64)
-        finite = np.isfinite(values)
-        low_values = high_values = values
-        nonfinite = np.zeros(len(flats), np.int64)
-        if not finite.all():
+        values = np.frombuffer(b"".join(samples), self.dtype).astype(np.float64)  # a copy: centred and squared in place
+        lows, highs = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+        finite = None
+        nonfinite = np.zeros(len(samples), np.int64)
+        if not (np.isfinite(lows).all() and np.isfinite(highs).all()):  # a NaN spreads to both, an infinity shows in one
+            finite = np.isfinite(values)
             nonfinite = np.add.reduceat((~finite).astype(np.int64), starts)
-            low_values, high_values = np.where(finite, values, np.inf), np.where(finite, values, -np.inf)
-            values = np.where(finite, values, self.centre)  # adds nothing once centred
-        centred = values - self.centre if self.centre else values
-        counts = sizes - nonfinite
-        sums = np.add.reduceat(centred, starts)
-        squares = np.add.reduceat(centred * centred, starts)
-        lows, highs = np.minimum.reduceat(low_values, starts), np.maximum.reduceat(high_values, starts)
-        outside = np.zeros(len(flats), np.int64)
+            lows = np.minimum.reduceat(np.where(finite, values, np.inf), starts)
+            highs = np.maximum.reduceat(np.where(finite, values, -np.inf), starts)
+            values[~finite] = self.centre  # adds nothing once centred
+        outside = np.zeros(len(samples), np.int64)
         reference = self.reference
         if reference is not None and (lows.min() < reference.min or highs.max() > reference.max):
-            beyond = ((low_values < reference.min) | (high_values > reference.max)) & finite
-            outside = np.add.reduceat(beyond.astype(np.int64), starts)
+            beyond = (values < reference.min) | (values > reference.max)
+            outside = np.add.reduceat((beyond if finite is None else beyond & finite).astype(np.int64), starts)
+        if self.centre:
+            values -= self.centre
+        sums = np.add.reduceat(values, starts)
+        squares = np.add.reduceat(np.multiply(values, values, out=values), starts)
+        counts = sizes - nonfinite
         self.nonfinite += int(nonfinite.sum())
         seen = counts > 0
         if not seen.all():

@@ -27,7 +27,7 @@ log = logging.getLogger("edgekit.serving")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def create_app(session: Session, health: dict[str, Any], workers: int = 1, max_body_bytes: int = 16 * 2**20) -> Starlette:
+def create_app(session: Session, health: dict[str, Any], workers: int, max_body_bytes: int) -> Starlette:
     """The app serving `session` (monitored: its stats feed /metrics); `health` is what /healthz reports beside
     "status"."""
     metrics = ServerMetrics(session)

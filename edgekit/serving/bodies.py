@@ -130,9 +130,12 @@ def encode_outputs(outputs: Mapping[str, np.ndarray], accept: str) -> tuple[byte
         stream = io.BytesIO()
         np.save(stream, next(iter(outputs.values())), allow_pickle=False)
         return stream.getvalue(), NPY
-    if NPZ in wanted:
+    if NPZ in wanted:  # written as np.savez writes it, without its keywords: outputs may be named `file`, `allow_pickle`
         stream = io.BytesIO()
-        np.savez(stream, **outputs)
+        with zipfile.ZipFile(stream, "w", allowZip64=True) as archive:
+            for name, value in outputs.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    npy_format.write_array(member, value, allow_pickle=False)
         return stream.getvalue(), NPZ
     document = {"outputs": {name: value.tolist() for name, value in outputs.items()}}
     return json.dumps(document, separators=(",", ":")).encode(), JSON
