@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench.machine import cpu_frequency, peak_rss_mb, rss_mb, usable_cores
+from edgekit.bench.machine import peak_rss_mb, rss_mb, run_conditions
 from edgekit.digest import data_sha256
-from edgekit.isa import host_cpu
 from edgekit.manifest import BenchRecord, Latency, Manifest
 from edgekit.package import read_package
 
@@ -109,15 +106,8 @@ def measure(path: str | Path, threads: int | None = None, batch: int = 1, runs: 
         throughput_per_s=batch * 1e3 / float(np.mean(samples)), peak_rss_mb=peak_mb,
         rss_growth_mb=max(peak_mb - rss_before, 0.0), warm_load_ms=warm_load_ms, cold_load=cold,
         model_sha256=data_sha256([[entry.path, entry.sha256] for entry in manifest.files]),
-        conditions={
-            "threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)",
-            "usable_cores": usable_cores(), "batch": batch, "runs": runs, "warmup": warmup,
-            "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
-            "unbound_dims": unbound,
-            "cpu": host_cpu().model, "machine": platform.machine(), "isa": host_cpu().isa.name,
-            "cpu_flags": list(host_cpu().flags), "cpu_frequency": cpu_frequency(), "python": platform.python_version(),
-            "runtime_version": _runtime_version(manifest.runtime),
-        },
+        conditions={**run_conditions(threads, batch, runs, warmup, feeds), "unbound_dims": unbound,
+                    "runtime_version": _runtime_version(manifest.runtime)},
     )
 
 

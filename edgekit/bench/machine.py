@@ -7,6 +7,11 @@ import os
 import platform
 import resource
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.isa import host_cpu
 
 CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 UNAVAILABLE = "unavailable"
@@ -51,3 +56,14 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory (getrusage: kB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if platform.system() == "Darwin" else peak / 1024
+
+
+def run_conditions(threads: int | None, batch: int, runs: int, warmup: int,
+                   feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What every measurement here names beside its figures: threads, batch, runs, input shapes and the CPU."""
+    cpu = host_cpu()
+    return {"threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)",
+            "usable_cores": usable_cores(), "batch": batch, "runs": runs, "warmup": warmup,
+            "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
+            "cpu": cpu.model, "machine": platform.machine(), "isa": cpu.isa.name, "cpu_flags": list(cpu.flags),
+            "cpu_frequency": cpu_frequency(), "python": platform.python_version()}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.bench.harness import bench_feeds
+from edgekit.bench.machine import run_conditions
 from edgekit.errors import UserError
-from edgekit.isa import host_cpu
 from edgekit.package import read_package
 from edgekit.profiling.diff import diff_profiles
 from edgekit.profiling.record import NotProfiled, OpTime, Profile, op_table
@@ -45,13 +43,7 @@ def profile_package(path: str | Path, runs: int = 50, threads: int | None = None
     package = read_package(path)
     manifest = package.manifest
     feeds, _ = bench_feeds(manifest, batch=1)
-    cpu = host_cpu()
-    conditions = {
-        "threads": threads if threads else f"runtime default ({os.cpu_count()} logical cores)", "batch": 1,
-        "runs": runs, "warmup": warmup, "input_shapes": {name: list(value.shape) for name, value in feeds.items()},
-        "cpu": cpu.model, "machine": platform.machine(), "isa": cpu.isa.name, "cpu_flags": list(cpu.flags),
-        "python": platform.python_version(), "timing": "with the runtime's profiler on",
-    }
+    conditions = {**run_conditions(threads, 1, runs, warmup, feeds), "timing": "with the runtime's profiler on"}
     head = {"package": str(path), "target": manifest.target.name, "runtime": manifest.runtime,
             "precision": manifest.precision, "conditions": conditions}
     if manifest.runtime not in PROFILED:
