@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgekit.autoselect import MIN_SPEEDUP, compile_auto
 from edgekit.build import CompileResult, build_package, recipe_for
+from edgekit.distributed import is_writer
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
 from edgekit.instruments import Instrument
@@ -34,7 +35,7 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
             inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
             threads: int | None = None, progress: Progress | None = None,
             instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
-            trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP) -> CompileResult:
+            trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP) -> CompileResult | None:
     """Compile `source` for `target` into the package folder (or .zip) `output`.
 
     `recipe="auto"` compiles every candidate recipe the target offers and keeps the most precise within `tolerance`
@@ -43,8 +44,13 @@ def compile(source: str | Path, target: str | Path, output: str | Path, recipe: 
     given, else by its own `evaluate`. Nothing is left at `output` unless the chosen package passes. `trust_remote_code` lets
     a `.pt2` source run the code it carries (pickles, shape expressions, guard code): only for a file you trust;
     without it such an archive is refused before any of it runs.
+
+    Under `torchrun --nproc-per-node N` the processes train a distill step together; ranks besides 0 then
+    return None and rank 0 writes the package (auto's candidates train nothing: rank 0 compiles them alone).
     """
     if str(recipe) == "auto":
+        if not is_writer():
+            return None
         return compile_auto(source, target, output, calib, eval, inputs, cache_dir, bench_runs, threads, progress,
                             instruments, tolerance, trust_remote_code=trust_remote_code, min_speedup=min_speedup)
     return build_package(source, target, output, recipe, calib, eval, inputs, cache_dir, bench_runs, threads, progress,

@@ -104,11 +104,13 @@ class Provenance(Instrument):
 class StepCache(Instrument):
     """File-format results are stored under their cache key and reused; an in-memory (torch) result is keyed only,
     so the next step's key still names everything that made it. A pass that resumes long work (distillation) gets
-    a checkpoint folder under the same key (`ctx.checkpoints`)."""
+    a checkpoint folder under the same key (`ctx.checkpoints`). `writes` false (a torchrun rank besides 0): keys
+    only, nothing read, locked or written."""
 
-    def __init__(self, root: Path, ctx: Context) -> None:
+    def __init__(self, root: Path, ctx: Context, writes: bool = True) -> None:
         self.root = root
         self.ctx = ctx
+        self.writes = writes
         self._lock: IO[bytes] | None = None  # the running step's key, locked while this process computes it
 
     def before_step(self, step: PlannedStep, model: Model, record: StepRecord) -> None:
@@ -117,7 +119,7 @@ class StepCache(Instrument):
     def should_run(self, step: PlannedStep, model: Model, record: StepRecord) -> Model | None:
         """The cached result, read once this process holds the key's lock: a concurrent compile computing the same
         step is waited for, and its result used."""
-        if not record.cache_key:
+        if not record.cache_key or not self.writes:
             return None
         self._lock = _lock_key(self.root / "locks" / record.cache_key)
         found = read_cache_entry(self.root / record.cache_key, self.ctx.logger)
@@ -130,6 +132,8 @@ class StepCache(Instrument):
                 return None
             if after.format.in_memory:
                 return after.derive(meta={"content_hash": record.cache_key})
+            if not self.writes:
+                return None
             return _to_cache(self.root / record.cache_key, after, self.ctx.logger)
         finally:
             self.finish()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tempfile
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.distributed import is_writer
 from edgekit.errors import EdgekitError, PassFailed, UnsupportedOnTarget
 from edgekit.instruments import Instrument, Origin, Provenance, StepCache, StepRecord, Timer
 from edgekit.intent import QuantizeIntent, lower_intent
@@ -81,6 +82,14 @@ def plan(model: Model, recipe: Recipe, target: Target) -> Plan:
     if current is not target.format:
         steps += _conversion_steps(current, frozenset({target.format}), f"target {target.name} runs {target.format.value}")
     return Plan(model.format, target, recipe, tuple(steps))
+
+
+def trained_together(plan_to_cut: Plan) -> Plan:
+    """The steps every process of a torchrun run takes: through the last one whose pass trains across processes
+    (distill); none when no pass does. Rank 0 goes on alone with the rest."""
+    together = max((number for number, step in enumerate(plan_to_cut.steps, 1)
+                    if get_pass(step.step.pass_name).trains_across_processes), default=0)
+    return replace(plan_to_cut, steps=plan_to_cut.steps[:together])
 
 
 def lowered_steps(recipe: Recipe, target: Target) -> list[tuple[Step, str]]:
@@ -165,8 +174,9 @@ def _sources_of(goals: frozenset[Format], edges: list[Pass]) -> set[Format]:
 def run(plan_to_run: Plan, model: Model, ctx: Context, cache_dir: Path | None,
         instruments: tuple[Instrument, ...] = ()) -> tuple[Model, list[StepRecord]]:
     """Execute the plan with the built-in instruments (provenance, the step cache when `cache_dir` is given, timing)
-    and then `instruments` around each step."""
-    chain = (Provenance(), *((StepCache(cache_dir, ctx),) if cache_dir else ()), Timer(), *instruments)
+    and then `instruments` around each step. Under torchrun only rank 0 reads or writes the cache; the others run
+    every step, with the same keys (so a training step finds rank 0's checkpoints)."""
+    chain = (Provenance(), *((StepCache(cache_dir, ctx, is_writer()),) if cache_dir else ()), Timer(), *instruments)
     records = []
     try:
         for step in plan_to_run.steps:

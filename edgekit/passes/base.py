@@ -59,6 +59,7 @@ class Pass:
     conversion: ClassVar[bool] = False  # the planner may insert it to change format
     uses_calibration: ClassVar[bool] = False  # its output depends on ctx.calibration
     uses_evaluation: ClassVar[bool] = False  # its output may depend on ctx.evaluation (accuracy-aware choices)
+    trains_across_processes: ClassVar[bool] = False  # under torchrun every process runs it and the steps before it
     min_opset: ClassVar[int] = 0  # an ONNX model below it is upgraded first (upgrade-onnx-opset)
     uses_isa: ClassVar[bool] = False  # its output depends on the target's instruction set (kernel-specific choices)
     uses_target: ClassVar[tuple[str, ...]] = ()  # Target fields its output depends on (they join the cache key)

@@ -1,4 +1,8 @@
-"""distill: train the current (pruned or smaller) model to match a teacher's outputs (knowledge distillation)."""
+"""distill: train the current (pruned or smaller) model to match a teacher's outputs (knowledge distillation).
+
+Under `torchrun --nproc-per-node N` the N processes train together (DistributedDataParallel; gloo, NCCL on CUDA):
+every batch is the one a lone process takes with the same seed, cut into N contiguous shares, and each share's loss
+is weighted by its size, so the gradients are the lone process's (batch norm statistics cover the whole batch too)."""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.data import Dataset, load_data
+from edgekit.distributed import local_rank, process_group, rank, sum_across, world_size
 from edgekit.errors import UserError
 from edgekit.metrics import sample_score
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass
-from edgekit.training import Checkpoint, batch_count, batches, first_output
+from edgekit.training import Checkpoint, batch_count, batches, first_output, part_bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,7 @@ class Distill(Pass):
     Config = DistillConfig
     uses_calibration = True
     uses_evaluation = True
+    trains_across_processes = True  # under torchrun every process runs it (and the steps before it) together
 
     def run(self, model: Model, config: DistillConfig, ctx: Context) -> Model:
 
@@ -65,9 +71,14 @@ class Distill(Pass):
             if config.kl_weight + config.mse_weight == 0:
                 raise UserError(f"distill: only ce_weight is set but {data.origin} has no labels; set kl_weight or mse_weight")
             ctx.logger.info("distill: %s has no labels: training on the teacher's outputs alone", data.origin)
+        size = min(config.batch_size, len(data))
+        if size < world_size():
+            raise UserError(f"distill: {world_size()} processes share each batch, but a batch holds {size} samples: "
+                            f"set batch_size to at least {world_size()}")
         device = _device(config.device)
-        trained, summary = _train(teacher, student, data, ctx.evaluation, model, config, ctx, device)
-        report = {"pass": self.name, "device": str(device), **summary}
+        with process_group(device) as backend:
+            trained, summary = _train(teacher, student, data, ctx.evaluation, model, config, ctx, device)
+        report = {"pass": self.name, "device": str(device), "world_size": world_size(), "backend": backend, **summary}
         return model.derive(module=trained.to("cpu").eval(),
                             meta={"reports": [*model.meta.get("reports", []), report]})
 
@@ -86,7 +97,9 @@ def _device(choice: str) -> Any:
 
     if choice == "cuda" and not torch.cuda.is_available():
         raise UserError("distill: device 'cuda' asked, but PyTorch sees no CUDA device; use device: auto")
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank()) if world_size() > 1 else torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _autocast_dtype(precision: str, device: Any) -> Any:
@@ -124,7 +137,9 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
            config: DistillConfig, ctx: Context, device: Any) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    torch.manual_seed(config.seed)
+    from edgekit.passes.distill_parallel import data_parallel
+
+    torch.manual_seed(config.seed + rank())  # each process its own dropout masks; rank 0 as a lone process
     teacher = copy.deepcopy(teacher).to(device).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -132,6 +147,9 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     per_epoch = batch_count(data, config.batch_size)
+    size = min(config.batch_size, len(data))
+    shares = [stop - start for start, stop in (part_bounds(size, (index, world_size())) for index in range(world_size()))]
+    share = world_size() * shares[rank()] / size  # DDP averages the processes' gradients: their mean is the batch's
     total = config.steps or config.epochs * per_epoch
     optimizer = (torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                  if config.optimizer == "adamw" else
@@ -142,46 +160,48 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
     dtype = _autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     scorer = _Scorer(evaluation, teacher, model, config, device) if evaluation is not None else None
-    state = Checkpoint(ctx.checkpoints)
-    progress = state.resume(student, optimizer, schedule, scaler)
+    state = Checkpoint(ctx.checkpoints, device)
+    progress = state.resume(student, optimizer, schedule, scaler)  # by every process; DDP starts from rank 0's weights
     ctx.progress.start("distilling", total)
     ctx.progress.advance(progress["step"])
     every_eval = config.eval_every or per_epoch
     every_save = config.checkpoint_every or per_epoch
     loss_value = float("nan")
-    while progress["step"] < total and not progress["stopped"]:
-        epoch, skip = divmod(progress["step"], per_epoch)
-        for index, (inputs, labels) in enumerate(batches(data, model.inputs, config.batch_size, config.seed, epoch)):
-            if index < skip:
-                continue
-            inputs = [tensor.to(device) for tensor in inputs]
-            labels = None if labels is None else labels.to(device)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                with torch.no_grad():
-                    target = first_output(teacher(*inputs))
-                loss = _loss(first_output(student(*inputs)), target, labels, config)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            loss_value = float(loss.detach())
-            progress["step"] += 1
-            progress["losses"].append(round(loss_value, 6))
-            ctx.progress.advance()
-            done = progress["step"] >= total
-            if scorer and (progress["step"] % every_eval == 0 or done):
-                _evaluate(scorer, student, progress, config, ctx, loss_value)
-            if done or progress["stopped"] or progress["step"] % every_save == 0:
-                state.save(student, optimizer, schedule, scaler, progress)
-            if done or progress["stopped"]:
-                break
+    with data_parallel(student, device) as trainer:
+        while progress["step"] < total and not progress["stopped"]:
+            epoch, skip = divmod(progress["step"], per_epoch)
+            for index, (inputs, labels) in enumerate(batches(data, model.inputs, config.batch_size, config.seed, epoch,
+                                                             part=(rank(), world_size()))):
+                if index < skip:
+                    continue
+                inputs = [tensor.to(device) for tensor in inputs]
+                labels = None if labels is None else labels.to(device)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    with torch.no_grad():
+                        target = first_output(teacher(*inputs))
+                    loss = share * _loss(first_output(trainer(*inputs)), target, labels, config)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                loss_value = float(sum_across(loss.detach())) / world_size()  # the whole batch's loss
+                progress["step"] += 1
+                progress["losses"].append(round(loss_value, 6))
+                ctx.progress.advance()
+                done = progress["step"] >= total
+                if scorer and (progress["step"] % every_eval == 0 or done):
+                    _evaluate(scorer, student, progress, config, ctx, loss_value)
+                if done or progress["stopped"] or progress["step"] % every_save == 0:
+                    state.save(student, optimizer, schedule, scaler, progress)
+                if done or progress["stopped"]:
+                    break
     if config.restore_best and progress.get("best_state") is not None:
         student.load_state_dict(progress["best_state"])
     state.save(student, optimizer, schedule, scaler, progress)
     metric = progress.get("metrics", [])
     ctx.progress.finish(f"loss {loss_value:.4f}" + (f", {metric[-1]['name']} {metric[-1]['value']:.4f}" if metric else ""))
-    summary = {"steps": progress["step"], "planned_steps": total, "stopped_early": progress["stopped"],
+    summary = {"batch_shares": shares, "steps": progress["step"], "planned_steps": total, "stopped_early": progress["stopped"],
                "final_loss": progress["losses"][-1] if progress["losses"] else None,
                "first_loss": progress["losses"][0] if progress["losses"] else None,
                "evaluations": metric, "best": progress.get("best"), "resumed_from": progress.get("resumed_from", 0)}
@@ -211,15 +231,17 @@ class _Scorer:
         import torch
 
         subset = evaluation.head(config.eval_samples)
-        self.inputs = [([t.to(device) for t in inputs], labels) for inputs, labels in
-                       batches(subset, model.inputs, config.batch_size, seed=None, drop_last=False)]
+        self.device = device
+        self.inputs = [([t.to(device) for t in inputs], labels) for inputs, labels in  # this process's share
+                       batches(subset, model.inputs, config.batch_size, seed=None, drop_last=False,
+                               part=(rank(), world_size()))]
         with torch.no_grad():
             self.targets = [first_output(teacher(*inputs)).float() for inputs, _ in self.inputs]
         self.labelled = subset.labels is not None
 
     def score(self, student: Any) -> tuple[str, float]:
         """Top-1 accuracy on the labels where there are labels, else cosine to the teacher (metrics.sample_score),
-        averaged over the evaluation samples."""
+        averaged over the evaluation samples (every process scores its share; all get the same mean)."""
         import torch
 
         metric = "top1" if self.labelled else "cosine"
@@ -232,4 +254,5 @@ class _Scorer:
                 total += sample_score(metric, wanted, out, None if labels is None else labels.numpy()) * len(out)
                 weight += len(out)
         student.train()
+        total, weight = sum_across(torch.tensor([total, weight], dtype=torch.float64, device=self.device)).tolist()
         return ("accuracy" if self.labelled else "cosine"), total / weight
