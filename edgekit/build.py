@@ -14,6 +14,8 @@ from edgekit import __version__
 from edgekit.catalog import builtin_names
 from edgekit.data import Dataset, load_data, synthetic_data
 from edgekit.data.report import data_report
+from edgekit.data.specfile import is_described
+from edgekit.distributed import is_writer
 from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
 from edgekit.evaluate import FIDELITY_FEEDS, FidelityCheck, collect, runner_for
 from edgekit.golden import GOLDEN_SAMPLES, write_golden
@@ -25,7 +27,7 @@ from edgekit.metrics import Evaluation, compare, deciding, verdicts
 from edgekit.model import Model
 from edgekit.package import Staging, file_entries
 from edgekit.passes.base import Context, Progress, SilentProgress, get_pass
-from edgekit.pipeline import Plan, run
+from edgekit.pipeline import Plan, run, trained_together
 from edgekit.pipeline import plan as make_plan
 from edgekit.recipe import Recipe, load_recipe
 from edgekit.schema import build
@@ -57,6 +59,21 @@ def with_tolerance(recipe: Recipe, tolerance: Evaluation | None) -> Recipe:
                                               worst=own.worst if tolerance.worst is None else tolerance.worst))
 
 
+def _like_calibration(specs: tuple[TensorSpec, ...], calibration: Dataset | None) -> tuple[TensorSpec, ...]:
+    """Token inputs with their sequence length fixed to the calibration data's: text is padded to its own longest
+    sample, and a target with static shapes takes them from the calibration data, so the evaluation text must
+    come out just as long."""
+    if calibration is None:
+        return specs
+    fixed = []
+    for spec in specs:
+        length = calibration.arrays[spec.name].shape[-1] if spec.name in calibration.arrays else None
+        if len(spec.shape) == 2 and not isinstance(spec.shape[1], int) and length is not None:
+            spec = replace(spec, shape=(spec.shape[0], int(length)))
+        fixed.append(spec)
+    return tuple(fixed)
+
+
 def recipe_for(target: Target, recipe: str | Path | Recipe | None) -> Recipe:
     """The recipe a name means on this target: a precision (`int8`) picks the target's own recipe for it."""
     if isinstance(recipe, Recipe):
@@ -73,11 +90,13 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
                   inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
                   threads: int | None = None, progress: Progress | None = None,
                   instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
-                  trust_remote_code: bool = False) -> CompileResult:
+                  trust_remote_code: bool = False) -> CompileResult | None:
     """Compile `source` for `target` with one recipe into the package folder (or .zip) `output`.
 
     `tolerance` (metric, max_drop, relative) replaces the recipe's own. Nothing is left at `output`
-    unless every step, the evaluation and the tolerance check pass.
+    unless every step, the evaluation and the tolerance check pass. Under torchrun, ranks besides 0
+    run the steps through the last one that trains across processes, silently, and return None:
+    rank 0 alone writes the package (and the cache, checkpoints, instruments' output).
     """
     chosen_recipe = with_tolerance(recipe_for(load_target(target), recipe), tolerance)
     chosen_target = load_target(target).with_runtime(chosen_recipe.runtime)
@@ -92,7 +111,8 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     the_plan = make_plan(model, chosen_recipe, chosen_target)
     calibration = load_data(calib, model.inputs, model.meta.get("tokenizer")) if calib else None
     eval = eval or chosen_recipe.evaluation.data
-    evaluation = load_data(eval, model.inputs, model.meta.get("tokenizer")) if eval else calibration
+    evaluation = load_data(eval, _like_calibration(model.inputs, calibration) if is_described(str(eval)) else model.inputs,
+                           model.meta.get("tokenizer")) if eval else calibration
     needs_calibration = any(get_pass(s.step.pass_name).uses_calibration for s in the_plan.steps)
     if calibration is None and needs_calibration:
         calibration = synthetic_data(model.inputs, SYNTHETIC_SAMPLES)
@@ -101,6 +121,10 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     data_checks = data_report(calibration, evaluation)
     work_dir = owned_scratch(tempfile.gettempdir(), "edgekit-work-")
     try:
+        if not is_writer():
+            run(trained_together(the_plan), model, Context(work_dir, chosen_target, calibration, evaluation, log,
+                                                           SilentProgress(), source=model), cache_dir)
+            return None
         with Staging(output) as staging:
             ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
             # judged with the target's runtime options where it runs here; else on this CPU with exact defaults

@@ -78,3 +78,20 @@ def test_errors(tmp_path, corpus, tokenizer_folder):
     spec.write_text(f"text: {corpus}\nimages: {tmp_path}\n")
     with pytest.raises(UserError, match="exactly one of"):
         load_data(spec, SPECS, tokenizer_folder)
+
+
+def test_evaluation_text_takes_the_calibration_length(tmp_path, corpus, tokenizer_folder):
+    """A static-shape target fixes its inputs from the calibration data: evaluation text with a shorter longest
+    sentence must be padded to the calibration's length, not its own (MiniLM on mobile-tflite failed so)."""
+    from edgekit.build import _like_calibration
+
+    calibration = load_data(f"text:{corpus}", SPECS, tokenizer_folder)
+    short = tmp_path / "short.txt"
+    short.write_text("Short one.\nTiny.\n")
+    fixed = _like_calibration(SPECS, calibration)
+    length = calibration.arrays["input_ids"].shape[-1]
+    assert [spec.shape for spec in fixed] == [("batch", length)] * 3
+    evaluation = load_data(f"text:{short}", fixed, tokenizer_folder)
+    assert evaluation.arrays["input_ids"].shape == (2, 1, length) > load_data(f"text:{short}", SPECS, tokenizer_folder
+                                                                              ).arrays["input_ids"].shape
+    assert _like_calibration(SPECS, None) == SPECS
