@@ -89,15 +89,19 @@ def _terminal():
 def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """edgekit: take a trained model to an edge device as a measured package."""
     ctx.meta["debug"] = debug
+    ctx.meta["verbose"] = verbose
     from edgekit.console import setup_logging
+    from edgekit.distributed import is_writer
 
+    writer = is_writer()  # under torchrun, ranks besides 0 train with rank 0 and show nothing but errors
     if not (verbose or debug):  # keep backends' own chatter off the terminal: in the log, shown live with -v
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # absl/TF C++ INFO lines of the LiteRT converter
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category)
-        ctx.meta["backend_log_path"] = _cache_dir(False, None) / "logs" / "last.log"  # LoggedCommand redirects
+        # LoggedCommand redirects; one log, rank 0's
+        ctx.meta["backend_log_path"] = _cache_dir(False, None) / "logs" / "last.log" if writer else Path(os.devnull)
 
-    setup_logging(logging.ERROR if quiet else logging.DEBUG if verbose > 1 or debug else
+    setup_logging(logging.ERROR if quiet or not writer else logging.DEBUG if verbose > 1 or debug else
                   logging.INFO if verbose else logging.WARNING)
 
 
@@ -187,12 +191,14 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     --recipe auto compiles every recipe the target offers, measures each here, and keeps the
     fastest within the tolerance (--metric, --max-drop).
     """
-    from edgekit import compiler, console
+    from edgekit import compiler, console, distributed
 
+    writer = distributed.is_writer()  # under torchrun, ranks besides 0 show nothing (their logging: main)
     specs = _input_specs(inputs)
     if dry_run:
         plan = compiler.plan(model, target, recipe, specs, trust_remote_code)
-        console.print_json(plan.describe()) if as_json else console.show_plan(plan)
+        if writer:
+            console.print_json(plan.describe()) if as_json else console.show_plan(plan)
         return
     output = output or Path("out") / f"{Path(model.split(':')[0]).stem}-{Path(target).stem}"
     from edgekit.recipe import parse_evaluation
@@ -201,11 +207,13 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     if recipe == "auto" or metric or max_drop is not None or worst is not None or metric_options:
         given = {"metric": metric or "auto", "max_drop": max_drop, "worst": worst, **_metric_options(metric_options)}
         tolerance = parse_evaluation(given, None, "--metric/--max-drop/--worst/--metric-option")
-    dump = _dump_instruments(dump_steps, recipe)
-    with console.StepDisplay(enabled=not as_json) as display:
+    dump = _dump_instruments(dump_steps, recipe) if writer else ()
+    with console.StepDisplay(enabled=writer and not as_json) as display:
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
                                   bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance,
                                   trust_remote_code=trust_remote_code, min_speedup=min_speedup)
+    if result is None:  # a torchrun rank besides 0: rank 0 reports
+        return
     if as_json:
         console.print_json(result.manifest.to_dict())
         return
@@ -495,6 +503,59 @@ def serve_command(package, host, port, threads, workers, max_body_mb, drift_thre
           on_ready=lambda url: console.say(f"serving {package} on {url}: POST /infer, GET /healthz, GET /metrics "
                                            "(Ctrl-C stops)"), access_log=verbose)
     console.say("stopped")
+
+
+@main.command("sweep")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--targets", required=True, help="Targets, comma-separated (names or YAML paths).")
+@click.option("--recipes", required=True, help="Recipes, comma-separated: names, precisions (int8) or auto.")
+@click.option("--calib", multiple=True, help="Calibration data for every model, or NAME=DATA for the model NAME.")
+@click.option("--eval", "eval_data", multiple=True, help="Evaluation data for every model, or NAME=DATA.")
+@click.option("--input", "inputs", multiple=True, help="Input spec for every model, or NAME=SPEC (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The sweep's folder (runs/).")
+@click.option("--device", "devices", multiple=True, metavar="NAME",
+              help="Measure on the Ray node advertising device:NAME (repeatable; default: local, this machine).")
+@DEVICES_FILE
+@click.option("--address", default=None, help="Join this Ray cluster (HOST:PORT); default: start one here.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray cluster (default: all).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads per measurement.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per package.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--distill-processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torchrun processes (and CPUs) for a cell whose recipe distills.")
+@click.option("--retry-failed", is_flag=True, help="Run again the cells an earlier run of this sweep saw fail.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV}).")
+@click.option("--no-cache", is_flag=True, help="Run every step afresh.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_context
+def sweep_command(ctx, models, targets, recipes, calib, eval_data, inputs, output, devices, devices_file, address,
+                  workers, threads, runs, warmup, distill_processes, retry_failed, cache_dir, no_cache, as_json) -> None:
+    """Compile MODELS (NAME=SOURCE or SOURCE) × --targets × --recipes as Ray tasks, measure every package, and
+    write OUTPUT/report.html, results.json and results.csv. Re-running it runs only the cells that changed."""
+    from edgekit import console
+    from edgekit.sweep import Settings, model_entries, sweep
+    from edgekit.sweep.display import SweepProgress, show_sweep
+
+    entries = model_entries(models, calib, eval_data, inputs)
+    settings = Settings(threads=threads, runs=runs, warmup=warmup, distill_processes=distill_processes)
+    try:
+        with SweepProgress() as progress:
+            result = sweep(entries, _names(targets), _names(recipes), output, tuple(devices) or ("local",), settings,
+                           address, workers, _cache_dir(no_cache, cache_dir), devices_file, retry_failed,
+                           progress=None if as_json else progress, verbose=ctx.meta.get("verbose", 0) > 0,
+                           command=" ".join(["edgekit", *sys.argv[1:]]))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the cells finished so far are kept in {output}/cells; the same command goes on "
+                   "from there", err=True)
+        sys.exit(130)
+    if as_json:
+        console.print_json({"sweep": result.info, "rows": result.rows})
+        return
+    show_sweep(result.rows, result.info, result.files)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 if __name__ == "__main__":
