@@ -42,7 +42,9 @@ def connected(address: str | None, workers: int | None, verbose: bool) -> Iterat
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=workers or os.cpu_count() or 1, resources={f"{DEVICE_RESOURCE}{LOCAL_DEVICE}": 1}, **quiet)
+            # address="local": a new cluster of our own, never one that happens to run here (or that RAY_ADDRESS names)
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                     resources={f"{DEVICE_RESOURCE}{LOCAL_DEVICE}": 1}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise UserError(f"sweep: cannot start or join {where}: {str(error).strip().splitlines()[0]}") from None

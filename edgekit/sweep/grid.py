@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.digest import data_sha256, file_sha256
+from edgekit.digest import data_sha256, file_sha256, folder_hash
 from edgekit.errors import UserError
 
 DATA_PREFIXES = ("text:", "images:")
@@ -117,7 +118,7 @@ def expand(models: list[ModelEntry], targets: tuple[str, ...], recipes: tuple[st
 
 def cell_key(cell: Cell, settings: Settings, host: dict[str, str]) -> str:
     """sha256 of everything the cell's row depends on: the source's and data's contents, the target file and the
-    recipe(s) it resolves to there, the settings, edgekit's and the libraries' versions, and for the local device
+    recipe(s) it resolves to there, the settings, edgekit's code and the libraries' versions, and for the local device
     this host's CPU. An unreadable source or data path is the user's mistake, named here."""
     from edgekit.instruments import library_versions
 
@@ -129,8 +130,17 @@ def cell_key(cell: Cell, settings: Settings, host: dict[str, str]) -> str:
                   "inputs": cell.model.inputs},
         "target": cell.target, "recipe": recipe_identity(cell.target, cell.recipe), "device": cell.device,
         "host": host if cell.device == LOCAL_DEVICE else None, "settings": asdict(settings),
-        "edgekit": __version__, "libraries": library_versions(),
+        "edgekit": __version__, "edgekit_code": edgekit_code(), "libraries": library_versions(),
     })
+
+
+@cache
+def edgekit_code() -> str:
+    """sha256 of edgekit's own modules and built-in targets and recipes: a development checkout changes without a
+    new version number, and its cells must run again."""
+    root = Path(__file__).resolve().parent.parent
+    return data_sha256({p.relative_to(root).as_posix(): file_sha256(p)
+                        for p in sorted(root.rglob("*")) if p.suffix in (".py", ".yaml") and p.is_file()})
 
 
 def recipe_identity(target_name: str, recipe: str) -> dict:
@@ -164,6 +174,5 @@ def _content(text: str, what: str) -> str:
     if path.is_file():
         return file_sha256(path)
     if path.is_dir():
-        return data_sha256({p.relative_to(path).as_posix(): file_sha256(p)
-                            for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink()})
+        return folder_hash(path)
     raise UserError(f"sweep: {what} {text} not found")

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster():
     """HOST:PORT of a two-node cluster with token authentication (the nodes and this test's driver share a token
-    through the environment, as Ray 2.59+ wants), torn down (`ray stop`) afterwards."""
+    through the environment, as Ray 2.59+ wants). Each node is a `ray start --block` of its own, stopped by
+    signalling it: `ray stop` would stop every Ray on the machine, someone else's sweep included."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as patch:
@@ -41,16 +44,28 @@ def cluster():
 
 
 def _two_nodes(address: str, port: int):
-    env = dict(os.environ)
+    nodes = []
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", *QUIET,
-                        "--include-dashboard=false", '--resources={"device:local": 1}'],
-                       check=True, capture_output=True, env=env, timeout=120)
-        subprocess.run([RAY, "start", f"--address={address}", *QUIET,
-                        '--resources={"device:edge-b": 1}'], check=True, capture_output=True, env=env, timeout=120)
+        for arguments in (["--head", f"--port={port}", "--include-dashboard=false", '--resources={"device:local": 1}'],
+                          [f"--address={address}", '--resources={"device:edge-b": 1}']):
+            nodes.append(subprocess.Popen([RAY, "start", "--block", *QUIET, *arguments], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+            _wait_for(address, len(nodes))
         yield address
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
+            node.wait(timeout=120)
+
+
+def _wait_for(address: str, count: int, timeout_s: float = 120) -> None:
+    """Until the cluster at `address` has `count` nodes advertising a device."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(_devices_to_nodes(address)) >= count:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the Ray cluster at {address} did not reach {count} nodes in {timeout_s:.0f} s")
 
 
 NODES = """
@@ -64,7 +79,8 @@ def _devices_to_nodes(address: str) -> dict[str, str]:
     """device:NAME → the id of the node advertising it (Ray reads its token when imported: a fresh process)."""
     done = subprocess.run([sys.executable, "-c", NODES.format(address=address)], capture_output=True, text=True,
                           timeout=120)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if done.returncode == 0 and lines else {}
 
 
 def _sweep(*args: str) -> subprocess.CompletedProcess:
@@ -95,7 +111,7 @@ def test_measurements_go_to_the_node_with_the_device(cluster, cnn_source, cnn_da
             assert row["measured_on"].endswith(f"{head[:12]} CPU")
     assert list((tmp_path / "device-cache").iterdir())  # the runner took the packages
     # without the devices file, edge-b is the second node's own CPU
-    result = _sweep(*common, "-o", str(tmp_path / "runs2"), "--device", "edge-b")
+    result = _sweep(*common, "-o", str(tmp_path / "runs2"), "--device", "edge-b", "--recipes", "fp32")
     assert result.returncode == 0, result.stderr
     assert all(row["measured_on"].endswith(f"{second[:12]} CPU") for row in json.loads(result.stdout)["rows"])
     result = _sweep(*common, "-o", str(tmp_path / "runs3"), "--device", "rpi5")
