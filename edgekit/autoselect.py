@@ -185,7 +185,7 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                  eval: str | Path | None = None, inputs: tuple = (), cache_dir: Path | None = None,
                  bench_runs: int = 50, threads: int | None = None, progress: Any = None,
                  instruments: tuple = (), tolerance: Evaluation | None = None, keep_candidates: Path | None = None,
-                 trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP):
+                 trust_remote_code: bool = False, min_speedup: float = MIN_SPEEDUP, adapters: tuple = ()):
     """Compile each candidate into a scratch folder, measure, choose, and write the winner to `output`.
 
     `keep_candidates`: a folder to keep every candidate's package in (`<folder>/<candidate>`), else they are removed.
@@ -220,7 +220,7 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
                 result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
                                      calib, eval, inputs,
                                      cache, bench_runs, threads, progress, instruments,
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, adapters=adapters)
             except EdgekitError as error:
                 records.append(_record(candidate, "failed", str(error)))
                 continue

@@ -90,7 +90,7 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
                   inputs: tuple[TensorSpec, ...] = (), cache_dir: Path | None = None, bench_runs: int = 50,
                   threads: int | None = None, progress: Progress | None = None,
                   instruments: tuple[Instrument, ...] = (), tolerance: Evaluation | None = None,
-                  trust_remote_code: bool = False) -> CompileResult | None:
+                  trust_remote_code: bool = False, adapters: tuple[str | Path, ...] = ()) -> CompileResult | None:
     """Compile `source` for `target` with one recipe into the package folder (or .zip) `output`.
 
     `tolerance` (metric, max_drop, relative) replaces the recipe's own. Nothing is left at `output`
@@ -104,7 +104,7 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
     if unavailable:
         log.warning("target %s cannot run on this machine (%s): the package is built but not measured",
                     chosen_target.name, unavailable)
-    model = ingest(source, inputs, trust_remote_code)
+    model = ingest(source, inputs, trust_remote_code, adapters)
     judged_output = chosen_recipe.evaluation.output
     if judged_output and judged_output not in (names := [spec.name for spec in model.outputs]):
         raise UserError(f"evaluate: output '{judged_output}' is not one of the model's outputs: {', '.join(names)}")
@@ -220,6 +220,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
                      **({"fidelity": r.details["fidelity"]} if "fidelity" in r.details else {})} for r in records),
         provenance={
             "source": source.meta.get("source"), "source_hash": source.meta.get("source_hash"),
+            **({"adapters": source.meta["adapters"]} if source.meta.get("adapters") else {}),  # PEFT, merged in order
             "source_format": source.format.value, "exporter": final.meta.get("exporter"),
             "export_fallback_reason": final.meta.get("export_fallback_reason"),
             "delegate": final.meta.get("delegate"),  # ExecuTorch: xnnpack, or why the program runs on portable kernels

@@ -29,3 +29,12 @@ def files_sha256(paths: Iterable[Path]) -> str:
 def data_sha256(value: Any) -> str:
     """Hash of JSON-able data, independent of dict order."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def folder_hash(path: Path) -> str:
+    """sha256 over the folder's files (hidden ones left out): each relative path with its content's sha256."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()

@@ -24,19 +24,24 @@ READERS: dict[str, str] = {
 CARRIES_CODE = frozenset({".pt2"})  # readers that take trust_remote_code: the file may carry code torch would run
 
 
-def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = (), trust_remote_code: bool = False) -> Model:
+def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = (), trust_remote_code: bool = False,
+           adapters: tuple[str | Path, ...] = ()) -> Model:
     """Read `source`; `input_specs` (from --input) override or complete the model's own specs.
 
     `trust_remote_code` lets a `.pt2` run the code it carries (pickles, shape expressions, guard code); without it
     such an archive is refused before anything in it runs. Nothing else ever runs a model file's code.
+    `adapters` (PEFT adapter folders, for a Hugging Face folder only) are merged into its weights in that order.
     """
     text = str(source)
+    path = Path(text)
+    if adapters and not (path.is_dir() and (path / "config.json").is_file()):
+        raise UserError(f"PEFT adapters (--adapter) merge into a Hugging Face model folder (with config.json) only; "
+                        f"{text} is not one")
     if ".py:" in text:
         from edgekit.ingest.torch import read_factory
 
         file_part, _, factory = text.rpartition(":")
         return read_factory(Path(file_part), factory, input_specs)
-    path = Path(text)
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if path.is_dir():
@@ -44,7 +49,7 @@ def ingest(source: str | Path, input_specs: tuple[TensorSpec, ...] = (), trust_r
             raise UserError(f"{path} is a folder without config.json: not a Hugging Face model folder")
         from edgekit.ingest.hf import read_hf_folder
 
-        return read_hf_folder(path, input_specs)
+        return read_hf_folder(path, input_specs, tuple(adapters))
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         if path.suffix == ".py":

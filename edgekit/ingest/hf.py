@@ -9,14 +9,13 @@ Pooling module, then Normalize when listed), else last_hidden_state. Nothing is 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
-from edgekit.digest import file_sha256
+from edgekit.digest import data_sha256, folder_hash
 from edgekit.errors import MissingBackend, UserError, gist
+from edgekit.ingest.folder import json_file
 from edgekit.model import Format, Model
 from edgekit.spec import TensorSpec, merge_specs
 
@@ -41,17 +40,27 @@ def load_tokenizer(folder: str | Path):
         raise UserError(f"{folder}: cannot load its tokenizer offline: {_why(error)}") from None
 
 
-def read_hf_folder(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
+def read_hf_folder(path: Path, input_specs: tuple[TensorSpec, ...], adapter_folders: tuple[str | Path, ...] = ()) -> Model:
     """Load `path` with transformers (local files only) and wrap it as an embedding model. Weights are read without
     pickle code (safetensors, or a .bin torch loads with weights_only), and Python code the folder names (auto_map)
-    never runs: transformers is told not to, so it does not ask on stdin either."""
+    never runs: transformers is told not to, so it does not ask on stdin either.
+
+    `adapter_folders` (PEFT adapters) are checked before the base loads and merged into its weights in that order;
+    the model's content hash then covers them, and `meta["adapters"]` records each."""
     transformers = _transformers()
     import torch
 
+    adapters = []
+    if adapter_folders:
+        from edgekit.ingest.adapters import merge_adapters, read_adapter
+
+        adapters = [read_adapter(folder) for folder in adapter_folders]
     try:
         encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as error:  # a folder from anyone: any failure to read it is the folder's
         raise UserError(f"{path}: cannot load it as a Hugging Face model offline: {_why(error)}") from None
+    if adapters:
+        encoder = merge_adapters(encoder, path, adapters)
     tokenizer = load_tokenizer(path)
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in tokenizer.model_input_names]
     if names[:2] != ["input_ids", "attention_mask"]:
@@ -66,12 +75,13 @@ def read_hf_folder(path: Path, input_specs: tuple[TensorSpec, ...]) -> Model:
     hidden = int(encoder.config.hidden_size)
     output = (TensorSpec("sentence_embedding", ("batch", hidden), "float32") if pooling
               else TensorSpec("last_hidden_state", ("batch", "sequence", hidden), "float32"))
-    digest = _folder_hash(path)
-    return Model(
-        Format.TORCH, inputs, (output,), module=module, example_inputs=examples,
-        meta={"content_hash": digest, "source_hash": digest, "source": str(path), "passes": [], "precision": "fp32",
-              "tokenizer": str(path)},
-    )
+    digest = folder_hash(path)
+    meta = {"content_hash": digest, "source_hash": digest, "source": str(path), "passes": [], "precision": "fp32",
+            "tokenizer": str(path)}
+    if adapters:  # the step cache keys on content_hash: an adapted model must not reuse the base's steps
+        meta["content_hash"] = data_sha256({"base": digest, "adapters": [adapter.sha256 for adapter in adapters]})
+        meta["adapters"] = [adapter.record() for adapter in adapters]
+    return Model(Format.TORCH, inputs, (output,), module=module, example_inputs=examples, meta=meta)
 
 
 def sentence_pooling(path: Path) -> tuple[str | None, bool]:
@@ -79,7 +89,7 @@ def sentence_pooling(path: Path) -> tuple[str | None, bool]:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None, False
-    modules = _json_file(modules_file, list)
+    modules = json_file(modules_file, list)
     if not all(isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("path", ""), str)
                for entry in modules):
         raise UserError(f"{modules_file}: expected a list of modules, each with a 'type' and a 'path' string "
@@ -91,7 +101,7 @@ def sentence_pooling(path: Path) -> tuple[str | None, bool]:
     if folder.is_absolute() or ".." in folder.parts:
         raise UserError(f"{modules_file}: the Pooling module's path {str(folder)!r} leaves the model folder")
     config_file = path / folder / "config.json"
-    config = _json_file(config_file, dict) if config_file.is_file() else {"pooling_mode_mean_tokens": True}
+    config = json_file(config_file, dict) if config_file.is_file() else {"pooling_mode_mean_tokens": True}
     chosen = [mode for mode in POOLING_MODES if config.get(f"pooling_mode_{mode}_tokens" if mode != "cls" else "pooling_mode_cls_token")]
     others = [key for key, on in config.items() if key.startswith("pooling_mode_") and on
               and key.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token") not in POOLING_MODES]
@@ -99,17 +109,6 @@ def sentence_pooling(path: Path) -> tuple[str | None, bool]:
         raise UserError(f"{config_file}: edgekit supports exactly one pooling mode of {', '.join(POOLING_MODES)}; "
                         f"this folder sets {', '.join(k for k, on in config.items() if k.startswith('pooling_mode_') and on)}")
     return chosen[0], "Normalize" in kinds
-
-
-def _json_file(path: Path, kind: type) -> Any:
-    """The JSON value in `path`, which must be a `kind` (list or dict)."""
-    try:
-        value = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {gist(error)}") from None
-    if not isinstance(value, kind):
-        raise UserError(f"{path}: expected a JSON {'list' if kind is list else 'object'}, got {type(value).__name__}")
-    return value
 
 
 def _why(error: Exception) -> str:
@@ -121,14 +120,6 @@ def _why(error: Exception) -> str:
     if type(error).__module__.startswith("safetensors"):
         return f"its .safetensors weights are corrupt or truncated ({gist(error)}): copy the file again"
     return gist(error)
-
-
-def _folder_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(file.relative_to(path).as_posix().encode())
-        digest.update(file_sha256(file).encode())
-    return digest.hexdigest()
 
 
 @functools.cache
