@@ -182,10 +182,12 @@ TRUST_REMOTE_CODE = click.option(
               help="auto: how much faster a less precise candidate must be (beyond its p50 interval) to win.")
 @click.option("--dump-steps", type=click.Path(path_type=Path), default=None,
               help="Write each step's model to DIR/NN-PASS/ (files + model.json); DIR must be new or empty.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="A PEFT adapter folder (LoRA …) merged into a Hugging Face MODEL's weights first (repeatable, in order).")
 @TRUST_REMOTE_CODE
 def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry_run, threads, bench_runs,
                     cache_dir, no_cache, as_json, metric, max_drop, worst, metric_options, min_speedup, dump_steps,
-                    trust_remote_code) -> None:
+                    adapters, trust_remote_code) -> None:
     """Compile MODEL (.onnx, file.py:factory, TorchScript, .pt2) for a target into a package.
 
     --recipe auto compiles every recipe the target offers, measures each here, and keeps the
@@ -196,7 +198,7 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     writer = distributed.is_writer()  # under torchrun, ranks besides 0 show nothing (their logging: main)
     specs = _input_specs(inputs)
     if dry_run:
-        plan = compiler.plan(model, target, recipe, specs, trust_remote_code)
+        plan = compiler.plan(model, target, recipe, specs, trust_remote_code, adapters)
         if writer:
             console.print_json(plan.describe()) if as_json else console.show_plan(plan)
         return
@@ -211,7 +213,7 @@ def compile_command(model, target, recipe, calib, eval_data, inputs, output, dry
     with console.StepDisplay(enabled=writer and not as_json) as display:
         result = compiler.compile(model, target, output, recipe, calib, eval_data, specs, _cache_dir(no_cache, cache_dir),
                                   bench_runs, threads, progress=display, instruments=(*dump, display), tolerance=tolerance,
-                                  trust_remote_code=trust_remote_code, min_speedup=min_speedup)
+                                  trust_remote_code=trust_remote_code, min_speedup=min_speedup, adapters=adapters)
     if result is None:  # a torchrun rank besides 0: rank 0 reports
         return
     if as_json:
@@ -556,6 +558,32 @@ def sweep_command(ctx, models, targets, recipes, calib, eval_data, inputs, outpu
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@main.command("diff")
+@click.argument("source")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--eval", "eval_data", default=None,
+              help="Evaluation data, as for compile (default: the data the package was measured on, if readable here).")
+@click.option("--input", "inputs", multiple=True, help="Input spec, as for compile (default: the package's).")
+@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True, help="Evaluation samples run.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Layers shown, worst first.")
+@click.option("--all", "show_all", is_flag=True, help="Show every layer.")
+@click.option("--json", "as_json", is_flag=True, help="Every layer as JSON (an SNR of null: no error at all).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
+@click.option("--no-cache", is_flag=True, help="Replay the package's float steps afresh.")
+@TRUST_REMOTE_CODE
+def diff_command(source, package, eval_data, inputs, samples, top, show_all, as_json, cache_dir, no_cache,
+                 trust_remote_code) -> None:
+    """Where PACKAGE departs from SOURCE (what compile took), layer by layer: SNR, cosine and max error of each
+    layer's output on the evaluation data, worst first, with the source module it came from."""
+    from edgekit import console
+    from edgekit.diff_display import show_diff
+    from edgekit.layers import diff_layers
+
+    diff = diff_layers(source, package, eval_data, _input_specs(inputs), samples, _cache_dir(no_cache, cache_dir),
+                       trust_remote_code)
+    console.print_json(diff.to_dict()) if as_json else show_diff(diff, None if show_all else top)
 
 
 if __name__ == "__main__":
