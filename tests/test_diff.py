@@ -98,3 +98,11 @@ def test_openvino_int8_layers(cnn_source, cnn_data, tmp_path_factory, step_cache
     assert {gap.precision for gap in convolutions} == {"int8"}
     assert all(math.isfinite(gap.snr_db) and 5 < gap.snr_db < 60 for gap in convolutions)
     assert [gap.snr_db for gap in diff.layers] == sorted(gap.snr_db for gap in diff.layers)
+
+
+def test_hostile_name_scopes_are_not_parsed():
+    from edgekit.layers.onnx_layers import _innermost
+
+    assert _innermost("['', 'stage2', 'stage2.conv1', 'aten.conv2d']") == "stage2.conv1"
+    for hostile in ("[" * 3000 + "]" * 3000, "[" * 100_000, "__import__('os')", "['a'] * 10", "{1: 2}"):
+        assert _innermost(hostile) is None

@@ -133,11 +133,18 @@ def source_modules(graphs: tuple[Path, ...]) -> dict[str, str]:
     return found
 
 
+MAX_SCOPES_TEXT = 4096  # a module path list of a real export is a few hundred characters
+
+
 def _innermost(scopes: str) -> str | None:
-    """The innermost module of a name-scopes list (its last entry is the op itself); None at the root."""
+    """The innermost module of a name-scopes list (its last entry is the op itself); None at the root, and for
+    anything else a hostile file may put there (a literal is parsed, never run; a huge or deeply nested one is
+    not parsed at all)."""
+    if len(scopes) > MAX_SCOPES_TEXT:
+        return None
     try:
         parsed = ast.literal_eval(scopes)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return str(parsed[-2]) if isinstance(parsed, list) and len(parsed) >= 2 and parsed[-2] else None
 
