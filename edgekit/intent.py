@@ -3,7 +3,7 @@ passes do that on its toolchain (its `quantize:` section), and the pass maps the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgekit.errors import UnsupportedOnTarget, UserError
@@ -18,6 +18,29 @@ Granularity = Literal["per-tensor", "per-channel", "per-group"]
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """What the mixed precision must hold: exactly one of `max_drop` (fidelity: promote until it holds), `size_mb`
+    or `latency_ms` (cost: promote while it fits)."""
+
+    max_drop: float | None = field(default=None, metadata={"range": (0.0, 1e9)})  # the mean's drop on `metric`
+    worst: float | None = field(default=None, metadata={"range": (0.0, 1e9)})  # with max_drop: the worst sample's drop
+    size_mb: float | None = field(default=None, metadata={"range": (0.001, 1e6)})  # model files, MB (10^6 bytes)
+    latency_ms: float | None = field(default=None, metadata={"range": (0.001, 1e7)})  # p50 at batch 1, runtime threads
+    metric: str = "auto"  # as a recipe's evaluate.metric (auto: judged by what the output is)
+    eval_samples: int = field(default=64, metadata={"range": (1, 100_000)})  # samples fidelity is measured on
+    layer_samples: int = field(default=8, metadata={"range": (1, 10_000)})  # samples the layer gaps are measured on
+    max_rounds: int = field(default=12, metadata={"range": (1, 1000)})  # candidates built after the first
+
+    def objective(self) -> Literal["max_drop", "size_mb", "latency_ms"]:
+        given = [name for name in ("max_drop", "size_mb", "latency_ms") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise UserError(f"budget: give exactly one of max_drop, size_mb, latency_ms (got {', '.join(given) or 'none'})")
+        if self.worst is not None and given[0] != "max_drop":
+            raise UserError("budget: worst bounds the worst sample's drop together with max_drop")
+        return given[0]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
 class QuantizeIntent:
     """What to quantize to, not with which toolchain. A field left unset takes the target's choice."""
 
@@ -28,6 +51,7 @@ class QuantizeIntent:
     granularity: Granularity | None = None  # of the weight scales
     group_size: int | None = field(default=None, metadata={"range": (8, 4096)})  # weights per scale, per-group only
     calibration_samples: int | None = field(default=None, metadata={"range": (1, 100_000)})  # static only
+    budget: Budget | None = None  # mixed precision: each layer's precision chosen within it (passes/mixed.py)
 
     def key(self) -> str:
         return f"{self.precision}/{self.scheme}"
@@ -64,6 +88,12 @@ def lower_intent(intent: QuantizeIntent, target: Target) -> tuple[tuple[Step, ..
     chosen = get_pass(last.pass_name)
     where = f"quantize {key} on target {target.name} ({last.pass_name})"
     overrides = chosen.from_intent(intent, last.config)
+    if intent.budget is not None:
+        if "budget" not in {item.name for item in fields(last.config)}:
+            raise UnsupportedOnTarget(f"{where}: {last.pass_name} has no per-layer mixed precision, so no budget; "
+                                      f"targets on ONNX Runtime (int8 static/dynamic) and OpenVINO (int8) have it")
+        intent.budget.objective()
+        overrides = {**overrides, "budget": to_dict(intent.budget)}
     config = build(type(last.config), {**to_dict(last.config), **overrides}, where)
     return (*steps[:-1], replace(last, config=config)), key
 

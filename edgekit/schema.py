@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any, Literal, TypeVar
@@ -29,7 +30,7 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
         raise UserError(f"{where}: expected a mapping of parameters, got {type(values).__name__}")
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for key in values:
         if key not in fields:
             raise UserError(
@@ -46,6 +47,12 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
         if bounds and checked[key] is not None and not (bounds[0] <= checked[key] <= bounds[1]):
             raise UserError(f"{where}: parameter '{key}' = {value} is outside [{bounds[0]}, {bounds[1]}]")
     return cls(**checked)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, resolved once (resolving costs more than checking a record: a manifest holds many)."""
+    return typing.get_type_hints(cls)
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -116,10 +123,12 @@ def _fail(where: str, value: Any, expected: str) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as plain data for manifests and cache keys (tuples become lists)."""
+    """A config dataclass as plain data for manifests and cache keys (tuples become lists, nested configs dicts)."""
     def plain(value: Any) -> Any:
         if isinstance(value, (tuple, list)):
             return [plain(v) for v in value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return to_dict(value)
         return value
 
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekit.errors import FidelityError, MissingBackend, UserError
-from edgekit.intent import QuantizeIntent, granularity_fields
+from edgekit.intent import Budget, QuantizeIntent, granularity_fields
 from edgekit.isa import Isa
 from edgekit.metrics import auto_metric, sample_score
 from edgekit.model import Format, Model
@@ -52,6 +52,7 @@ class QuantizeNncfConfig:
     metric: Literal["auto", "top1", "cosine"] = "auto"  # auto: top1 for a labelled classifier, else cosine
     relative: bool = False  # max_drop as a fraction of the float model's metric
     eval_samples: int = field(default=300, metadata={"range": (1, 100_000)})
+    budget: Budget | None = None  # mixed precision: each op in int8 or fp32 within the budget (passes/mixed.py)
 
 
 class QuantizeNncf(Pass):
@@ -61,7 +62,8 @@ class QuantizeNncf(Pass):
     Config = QuantizeNncfConfig
     uses_calibration = True
     uses_evaluation = True
-    uses_target = ("device", "runtime", "options")  # NNCF's target device; accuracy control compiles with the options
+    # NNCF's target device; accuracy control and a budget's candidates run with the options
+    uses_target = ("device", "runtime", "options", "format")
 
     def run(self, model: Model, config: QuantizeNncfConfig, ctx: Context) -> Model:
         nncf = _nncf()
@@ -75,6 +77,11 @@ class QuantizeNncf(Pass):
             target_device=nncf.TargetDevice(_device(config.target_device, ctx)),
             ignored_scope=_ignored_scope(nncf, read_ir(model), config.ignored_names, config.ignored_types),
         )
+        if config.budget is not None:
+            if config.max_drop is not None:
+                raise UserError("quantize-nncf: give max_drop (accuracy control) or budget (mixed precision), not both")
+            config.budget.objective()
+            return _mixed(nncf, model, config, params, calibration, ctx)
         ctx.progress.start("quantizing (NNCF)", None)
         with _quiet():
             quantized = nncf.quantize(read_ir(model), nncf.Dataset(list(calibration.feeds())), **params)
@@ -94,6 +101,23 @@ class QuantizeNncf(Pass):
         if config.model_type == "transformer":
             return ()
         return (Variant("transformer", replace(config, preset="mixed", model_type="transformer"), transformer_only=True),)
+
+
+def _mixed(nncf, model: Model, config: QuantizeNncfConfig, params: dict[str, Any], calibration, ctx: Context) -> Model:
+    """The mixed-precision search (passes/mixed.py): candidates quantized with the promoted ops in the ignored scope."""
+    from edgekit.passes.mixed import search
+    from edgekit.passes.mixed_openvino import OpenvinoLayers
+
+    feeds = list(calibration.feeds())
+
+    def quantize(promoted: list[str], index: int) -> Model:
+        scope = _ignored_scope(nncf, read_ir(model), (*config.ignored_names, *promoted), config.ignored_types)
+        with _quiet():
+            quantized = nncf.quantize(read_ir(model), nncf.Dataset(feeds), **{**params, "ignored_scope": scope})
+        return ir_result(model, save_ir(quantized, ctx.step_dir(f"mixed-{index}")), precision="int8")
+
+    chosen, record = search(model, OpenvinoLayers(model, ctx, quantize), config.budget, ctx, base="int8")
+    return chosen.derive(meta={"precision_plan": record})
 
 
 def _device(choice: str, ctx: Context) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from edgekit.digest import files_sha256
 from edgekit.errors import MissingBackend, UserError
 from edgekit.ingest.onnx import load_graph, onnx_files
-from edgekit.intent import QuantizeIntent, granularity_fields
+from edgekit.intent import Budget, QuantizeIntent, granularity_fields
 from edgekit.isa import Isa, resolve_isa
 from edgekit.model import Format, Model
 from edgekit.passes.base import Context, Pass, Variant, muted_logs
@@ -31,6 +31,7 @@ class QuantizeDynamicConfig:
     # weights saturate (tiny MLP: full range cosine 0.942 / top-1 agreement 0.875; 7-bit 0.9999 / 1.0)
     reduce_range: bool | None = None
     exclude_nodes: tuple[str, ...] = ()
+    budget: Budget | None = None  # mixed precision: MatMul layers in int8 dynamic or fp32 (passes/mixed.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class QuantizeStaticConfig:
     relative: bool = False
     max_reverted: int | None = field(default=None, metadata={"range": (1, 100_000)})  # None: half the quantized nodes
     eval_samples: int = field(default=64, metadata={"range": (1, 100_000)})
+    # mixed precision: each layer in int8 static or fp32 within the budget (passes/mixed.py)
+    budget: Budget | None = None
 
 
 def isa_choice(isa: Isa) -> dict:
@@ -120,10 +123,24 @@ def float_ops(path: Path) -> dict[str, int]:
     return found
 
 
+def _result_files(out: Path) -> dict[str, Any]:
+    """The meta of a quantized ONNX file: its hash, precision and the ops left in float."""
+    return {"content_hash": files_sha256(onnx_files(out)), "precision": "int8", "float_ops": float_ops(Path(out))}
+
+
 def _result(model: Model, out, choice: dict) -> Model:
-    files = onnx_files(out)
-    return model.derive(files=files, meta={"content_hash": files_sha256(files), "precision": "int8", "isa_choice": choice,
-                                           "float_ops": float_ops(Path(out))})
+    return model.derive(files=onnx_files(out), meta={**_result_files(Path(out)), "isa_choice": choice})
+
+
+def _mixed(model: Model, budget: Budget, base: str, ctx: Context, quantize_static, dynamic_options: dict,
+           choice: dict) -> Model:
+    """The mixed-precision search (passes/mixed.py) over ORT's rungs; the manifest's precision_plan records it."""
+    from edgekit.passes.mixed import search
+    from edgekit.passes.mixed_ort import OrtLayers
+
+    layers = OrtLayers(model, base, ctx, quantize_static, dynamic_options)
+    chosen, record = search(model, layers, budget, ctx, base=f"int8-{base}")
+    return chosen.derive(meta={"isa_choice": choice, "precision_plan": record})
 
 
 class QuantizeDynamic(Pass):
@@ -132,12 +149,20 @@ class QuantizeDynamic(Pass):
     produces = Format.ONNX
     Config = QuantizeDynamicConfig
     uses_isa = True
+    uses_evaluation = True  # a budget's mixed precision is measured on the evaluation data
+    uses_target = ("format", "runtime", "options")  # … as the target runs the candidates
     min_opset = 13  # per-channel DequantizeLinear takes `axis` from opset 13
 
     def run(self, model: Model, config: QuantizeDynamicConfig, ctx: Context) -> Model:
         q = _quantization()
         choice = isa_choice(_target_isa(ctx))
         reduce_range = choice["reduce_range"] if config.reduce_range is None else config.reduce_range
+        if config.budget is not None:
+            config.budget.objective()
+            options = {"per_channel": config.per_channel, "reduce_range": reduce_range,
+                       "weight_type": _quant_type(config.weight_type)}
+            return _mixed(model, config.budget, "dynamic", ctx, None, options,
+                          {**choice, "reduce_range": reduce_range, "activation_type": "uint8"})
         out = ctx.step_dir("quantize-dynamic") / "model.onnx"
         with muted_logs("root"):
             q.quantize_dynamic(
@@ -184,6 +209,15 @@ class QuantizeStatic(Pass):
             _quantize_static(model, config, ctx, out, [*excluded, *revert], only)
             return out
 
+        if config.budget is not None:
+            if config.max_drop is not None:
+                raise UserError("quantize-static: give max_drop (node fallback) or budget (mixed precision), not both")
+            config.budget.objective()
+            options = {"per_channel": config.per_channel, "reduce_range": reduce_range,
+                       "weight_type": _quant_type(config.weight_type)}
+            return _mixed(model, config.budget, "static", ctx,
+                          lambda promoted, out: _quantize_static(model, config, ctx, out, [*excluded, *promoted], None),
+                          options, choice)
         if config.max_drop is None:
             return _result(model, quantize((), None), choice)
         from edgekit.metrics import Evaluation
