@@ -1,4 +1,5 @@
-"""Build one package: ingest, plan, run the passes with their checks, evaluate, measure, write the manifest."""
+"""Build one package: ingest, plan, run the passes with their checks, evaluate, measure, compare layer by layer,
+write the manifest."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from edgekit.golden import GOLDEN_SAMPLES, write_golden
 from edgekit.ingest import ingest
 from edgekit.instruments import Instrument, StepRecord, library_versions
 from edgekit.isa import host_cpu
+from edgekit.layers.at_build import layers_at_build
+from edgekit.layers.reference import BeforeLossy
 from edgekit.manifest import SCHEMA_VERSION, CpuRecord, FileEntry, Golden, Manifest, Metrics, TargetRecord
 from edgekit.metrics import Evaluation, compare, deciding, verdicts
 from edgekit.model import Model
@@ -129,7 +132,8 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
             ctx = Context(work_dir, chosen_target, calibration, evaluation, log, progress or SilentProgress(), source=model)
             # judged with the target's runtime options where it runs here; else on this CPU with exact defaults
             judge = chosen_target if unavailable is None else None
-            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), judge), *instruments)
+            kept = BeforeLossy(model)  # the float model before the first lossy step, for the layers section
+            checks = (FidelityCheck(list(evaluation.feeds(FIDELITY_FEEDS)), judge), kept, *instruments)
             final, records = run(the_plan, model, ctx, cache_dir, checks)
             files = _place_files(final, staging.root)
             manifest = _manifest(model, final, the_plan, records, calibration, evaluation, data_checks, files)
@@ -143,6 +147,10 @@ def build_package(source: str | Path, target: str | Path, output: str | Path, re
                 check = manifest.metrics.verdict
                 if not check.ok:
                     raise FidelityError(f"{failure(check)}: no package written")
+                layers, skipped = layers_at_build(kept, staging.root, evaluation, work_dir)
+                if layers or skipped:
+                    manifest = replace(manifest, layers=layers, layers_skipped=skipped)
+                    staging.write_manifest(manifest)
             path = staging.commit()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -214,6 +222,7 @@ def _manifest(source: Model, final: Model, the_plan: Plan, records: list[StepRec
         recipe={**the_plan.recipe.to_dict(), "applied": final.meta.get("passes", [])},
         reports=tuple(final.meta.get("reports", [])),
         fallback=final.meta.get("fallback"),
+        precision_plan=final.meta.get("precision_plan"),
         isa_choice=final.meta.get("isa_choice"),
         float_ops=final.meta.get("float_ops"),
         steps=tuple({"pass": r.pass_name, "origin": r.origin, "seconds": round(r.seconds, 3), "cached": r.cached,

@@ -572,8 +572,10 @@ def _names(text: str) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Every layer as JSON (an SNR of null: no error at all).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help=f"Step cache (default ${CACHE_ENV} or ~/.cache/edgekit).")
 @click.option("--no-cache", is_flag=True, help="Replay the package's float steps afresh.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="A PEFT adapter folder the package was compiled with (repeatable, in the same order).")
 @TRUST_REMOTE_CODE
-def diff_command(source, package, eval_data, inputs, samples, top, show_all, as_json, cache_dir, no_cache,
+def diff_command(source, package, eval_data, inputs, samples, top, show_all, as_json, cache_dir, no_cache, adapters,
                  trust_remote_code) -> None:
     """Where PACKAGE departs from SOURCE (what compile took), layer by layer: SNR, cosine and max error of each
     layer's output on the evaluation data, worst first, with the source module it came from."""
@@ -582,7 +584,7 @@ def diff_command(source, package, eval_data, inputs, samples, top, show_all, as_
     from edgekit.layers import diff_layers
 
     diff = diff_layers(source, package, eval_data, _input_specs(inputs), samples, _cache_dir(no_cache, cache_dir),
-                       trust_remote_code)
+                       trust_remote_code, adapters)
     console.print_json(diff.to_dict()) if as_json else show_diff(diff, None if show_all else top)
 
 

@@ -117,7 +117,19 @@ def show_compiled(result) -> None:
     out.print(f"fidelity on {fidelity['samples']} samples of {fidelity['data']}: " + ", ".join(parts))
     for judged in metrics.judged or (verdict,):
         show_verdict(judged)
+    show_layers(manifest)
     show_bench([bench])
+
+
+def show_layers(manifest) -> None:
+    """The layer where the package departs most from its source (the manifest's layers section), or why unmeasured."""
+    if manifest.layers and manifest.layers.layers:
+        worst = manifest.layers.layers[0]
+        snr = "exact" if worst.snr_db is None else f"SNR {worst.snr_db:.1f} dB"
+        say(f"worst layer: {printable(worst.module)} ({printable(worst.op)}, {worst.precision or '?'}) {snr}, cosine "
+            f"{worst.cosine_mean:.4f}, on {manifest.layers.samples} samples; `edgekit diff` shows every layer")
+    elif manifest.layers_skipped:
+        say(f"layers not measured: {printable(manifest.layers_skipped)}")
 
 
 def show_verdict(verdict) -> None:

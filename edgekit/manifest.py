@@ -17,7 +17,7 @@ from edgekit.errors import UserError
 from edgekit.schema import build, json_schema
 from edgekit.spec import TensorSpec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # v1 → v2: an unmeasured package's `metrics` is null instead of {}; v1 packages of earlier edgekits may also lack
 # `cpu`, `isa_choice`, `float_ops`, `fallback`, `reports` and `data.report`, which later versions keep optional.
 # v2 → v3: `golden` (the self-test samples) is new and optional, so a v2 manifest reads as it is.
@@ -25,8 +25,10 @@ SCHEMA_VERSION = 5
 # judged output's verdict and the latency its p50's confidence interval — all optional, so a v3 manifest reads as it is.
 # v4 → v5: the bench record keeps its raw samples, the warm load, whether the load was cold, and the model files' hash —
 # all optional, so a v4 manifest reads as it is.
+# v5 → v6: `layers` (the error the package adds at each layer, measured at build time), `layers_skipped` (why it was
+# not) and `precision_plan` (a mixed-precision pass's choices) — all optional, so a v5 manifest reads as it is.
 UPGRADES = {1: lambda data: {**data, "metrics": data.get("metrics") or None}, 2: lambda data: data, 3: lambda data: data,
-            4: lambda data: data}
+            4: lambda data: data, 5: lambda data: data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +140,47 @@ class Golden:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """One layer's error against the source's float graph over the samples, errors of the layers before it included
+    (`edgekit diff` explains each field). An infinite value is null: `snr_db` no error at all (or, at cosine 0, no
+    signal), `input_snr_db` and `loss_db` it reads only the model's inputs and weights, `max_abs` an infinite error."""
+
+    tensor: str  # the layer's output in the float graph
+    op: str
+    module: str  # the source module path, else the node's name
+    snr_db: float | None
+    cosine_mean: float
+    cosine_worst: float
+    max_abs: float | None
+    precision: str | None  # what the package computes it in
+    input_snr_db: float | None = None  # the lowest SNR of the compared layers feeding it
+    loss_db: float | None = None  # input_snr_db - snr_db: what this layer itself loses
+
+
+@dataclass(frozen=True, slots=True)
+class LayersRecord:
+    """The error the package adds at each layer, measured when it was built (`edgekit diff` on fewer samples): the
+    float graph before its first lossy step and the package, both with every layer's output exposed, on this CPU."""
+
+    samples: int
+    data: str  # the evaluation data's origin (its first `samples`)
+    reference_steps: tuple[str, ...]  # the package's steps that made the float graph
+    reference_cached: int
+    lossy_step: str | None
+    reference_layers: int  # layers (non-layout ops) of the float graph
+    covered_layers: int  # of those, the ones a compared layer holds
+    matched_by_name: int
+    matched_by_node: int
+    skipped: int  # matched layers left out: non-float values, or shapes that differ
+    exposed_cosine_worst: float | None  # package outputs with layers exposed vs as shipped
+    layers: tuple[LayerRecord, ...]  # every compared layer, worst (lowest SNR) first
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """manifest.json of an edgekit package."""
 
-    schema: Literal[5]  # SCHEMA_VERSION
+    schema: Literal[6]  # SCHEMA_VERSION
     edgekit: str
     created: str
     target: TargetRecord
@@ -163,6 +202,9 @@ class Manifest:
     metrics: Metrics | None = None  # None: the target cannot run where the package was built
     auto: dict[str, Any] | None = None  # `--recipe auto`: the tolerance and every candidate measured
     golden: Golden | None = None  # None: the target cannot run where the package was built
+    layers: LayersRecord | None = None  # None: no lossy step, not ONNX/OpenVINO, not run here, or `layers_skipped`
+    layers_skipped: str | None = None  # why the layers of a lossy package were not measured
+    precision_plan: dict[str, Any] | None = None  # a mixed-precision pass's choice per layer, and what it measured
 
     @property
     def entries(self) -> tuple[FileEntry, ...]:

@@ -72,6 +72,25 @@ def test_a_v3_manifest_reads_with_its_one_verdict(cnn_package, tmp_path):
     assert manifest.metrics.verdict.worst is None and manifest.metrics.bench.latency_ms.p50_low is None
 
 
+def test_a_v5_manifest_reads_without_layers(cnn_package, tmp_path):
+    """Schema 5: no layers section, no precision plan."""
+
+    def as_v5(manifest: dict) -> None:
+        for newer in ("layers", "layers_skipped", "precision_plan"):
+            manifest.pop(newer)
+        manifest["schema"] = 5
+
+    manifest = read_package(_copy_with(cnn_package, tmp_path, as_v5)).manifest
+    assert manifest.schema == SCHEMA_VERSION == 6 and manifest.metrics.verdict.ok
+    assert manifest.layers is None and manifest.layers_skipped is None and manifest.precision_plan is None
+
+
+def test_an_fp32_package_has_no_layers_section(cnn_package):
+    written = json.loads((cnn_package / "manifest.json").read_text())
+    assert written["layers"] is None and written["layers_skipped"] is None  # nothing lossy: nothing to measure
+    assert written["precision_plan"] is None
+
+
 @pytest.mark.parametrize("earlier", [_as_v1, _as_v2])
 def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier):
     copy = _copy_with(cnn_package, tmp_path, earlier)
@@ -83,10 +102,11 @@ def test_an_earlier_version_manifest_still_opens(cnn_package, tmp_path, earlier)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(schema=6), r"manifest schema 6 is not one of 1..5; upgrade edgekit to open it"),
-    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..5; rebuild the package"),
-    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..5; rebuild the package"),
-    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..5; rebuild the package"),
+    (lambda m: m.update(schema=7), r"manifest schema 7 is not one of 1..6; upgrade edgekit to open it"),
+    (lambda m: m.update(schema="1"), r"manifest schema '1' is not one of 1..6; rebuild the package"),
+    (lambda m: m.update(schema=[3]), r"manifest schema \[3\] is not one of 1..6; rebuild the package"),
+    (lambda m: m.update(schema=True), r"manifest schema True is not one of 1..6; rebuild the package"),
+    (lambda m: m.update(layers={"samples": 16}), r"parameter 'layers': missing parameter\(s\) data, reference_steps"),
     (lambda m: m["files"][0].update(bytes="big"), r"parameter 'files'\[0\]: parameter 'bytes' = 'big' \(str\); expected an integer"),
     (lambda m: m.update(loader="evil.py"), r"manifest: unknown parameter 'loader'"),
     (lambda m: m["target"].pop("runtime"), r"parameter 'target': missing parameter\(s\) runtime"),

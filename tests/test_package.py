@@ -17,7 +17,7 @@ CNN = (parse_input_spec("image:batchx1x8x8"),)
 
 def test_manifest_records_everything(cnn_package, cnn_source):
     manifest = json.loads((cnn_package / "manifest.json").read_text())
-    assert manifest["schema"] == 5 and manifest["runtime"] == "onnxruntime" and manifest["format"] == "onnx"
+    assert manifest["schema"] == 6 and manifest["runtime"] == "onnxruntime" and manifest["format"] == "onnx"
     assert manifest["target"]["name"] == "cpu-ort" and manifest["precision"] == "fp32"
     entry = manifest["files"][0]
     assert entry["sha256"] == file_sha256(cnn_package / entry["path"])

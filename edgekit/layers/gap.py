@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import UnsupportedOnTarget, UserError
+from edgekit.manifest import LayersRecord
 from edgekit.model import Format
+from edgekit.schema import build
 from edgekit.spec import TensorSpec
 
 log = logging.getLogger("edgekit")
+SENTINEL = 1e30  # a value this far out is a mask, not a signal
 BACKENDS = {"onnx": "edgekit.layers.onnx_layers", "openvino": "edgekit.layers.openvino_layers"}  # by package format
 
 
@@ -70,12 +73,21 @@ class LayerDiff:
     exposed_cosine_worst: float | None  # package outputs with layers exposed vs as shipped: 1.0 = exposing changed nothing
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: an infinite SNR (no error at all) is null."""
+        """JSON-ready, each layer's `loss_db` added: an infinite value is null (an SNR: no error at all)."""
         record = dataclasses.asdict(self)
-        for layer in record["layers"]:
-            for key in ("snr_db", "input_snr_db"):
-                layer[key] = layer[key] if math.isfinite(layer[key]) else None
+        for layer, gap in zip(record["layers"], self.layers):
+            layer["loss_db"] = gap.loss_db
+            for key in ("snr_db", "input_snr_db", "max_abs", "loss_db"):
+                layer[key] = layer[key] if layer[key] is not None and math.isfinite(layer[key]) else None
         return record
+
+    def record(self) -> LayersRecord:
+        """What a manifest keeps of it: all but what the manifest names already (source, package, target, precision)
+        and each layer's place in the graphs (position, node, package tensor)."""
+        record = {key: value for key, value in self.to_dict().items() if key not in ("source", "package", "target", "precision")}
+        record["layers"] = [{key: value for key, value in layer.items() if key not in ("position", "node", "package_tensor")}
+                            for layer in record["layers"]]
+        return build(LayersRecord, record, "layers record")
 
 
 class Sums:
@@ -86,15 +98,21 @@ class Sums:
         self.cosines: list[float] = []
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        """One sample; values equal in both (infinities of a mask too) add no error, infinite ones no signal."""
+        """One sample; values equal in both (infinities of a mask too) add no error, infinite ones no signal, nor do
+        mask sentinels (beyond ±1e30, as float32-min attention masks) where both hold one of the same sign: they would
+        swamp the signal of the values beside them (scores + mask before a Softmax)."""
         ref, got = reference.astype(np.float64).ravel(), candidate.astype(np.float64).ravel()
         with np.errstate(invalid="ignore", over="ignore"):
-            error = np.where(ref == got, 0.0, ref - got)
-        finite = np.isfinite(ref) & np.isfinite(got)
-        self.signal += float(ref[finite] @ ref[finite])
-        self.noise += float(error @ error)
+            error = ref - got
+            if not (np.abs(ref).max(initial=0.0) <= SENTINEL and np.abs(got).max(initial=0.0) <= SENTINEL):
+                sentinel = (np.abs(ref) > SENTINEL) & (np.abs(got) > SENTINEL) & (np.sign(ref) == np.sign(got))
+                error = np.where((ref == got) | sentinel, 0.0, error)
+                finite = np.isfinite(ref) & np.isfinite(got) & ~sentinel
+                ref, got = ref[finite], got[finite]  # else every value is finite and no sentinel: all count
+        self.signal += dot(ref, ref)
+        self.noise += dot(error, error)
         self.max_abs = max(self.max_abs, float(np.abs(error).max(initial=0.0)))
-        self.cosines.append(cosine(ref[finite], got[finite]))
+        self.cosines.append(cosine(ref, got))
 
     def snr_db(self) -> float:
         if self.noise == 0.0:
@@ -102,26 +120,33 @@ class Sums:
         return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
 
 
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """The dot product of two vectors in numpy's own loop, not BLAS: OpenBLAS splits a long one over threads that wait
+    for cores the runtime's own threads keep spinning on (measured 12 ms for 32k values on 2 busy cores, not 0.02)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of flattened values; two zero vectors agree (1.0), one alone does not (0.0)."""
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    norms = math.sqrt(dot(a, a) * dot(b, b))
     if norms == 0.0:
         return 1.0 if not a.any() and not b.any() else 0.0
-    return float(np.clip(a @ b / norms, -1.0, 1.0))
+    return float(np.clip(dot(a, b) / norms, -1.0, 1.0))
 
 
 def layer_gap(source: str | Path, package: str | Path, eval_data: str | Path | None = None,
               inputs: tuple[TensorSpec, ...] = (), samples: int = 64, cache_dir: Path | None = None,
-              trust_remote_code: bool = False) -> list[LayerGap]:
+              trust_remote_code: bool = False, adapters: tuple[str | Path, ...] = ()) -> list[LayerGap]:
     """The error `package` adds at each layer against `source`, worst (lowest SNR) first; see `diff_layers`."""
-    return list(diff_layers(source, package, eval_data, inputs, samples, cache_dir, trust_remote_code).layers)
+    return list(diff_layers(source, package, eval_data, inputs, samples, cache_dir, trust_remote_code, adapters).layers)
 
 
 def diff_layers(source: str | Path, package: str | Path, eval_data: str | Path | None = None,
                 inputs: tuple[TensorSpec, ...] = (), samples: int = 64, cache_dir: Path | None = None,
-                trust_remote_code: bool = False) -> LayerDiff:
-    """Compare `package` with `source` (what `compile` took, with the same `inputs`; default the package's) layer by
-    layer on the first `samples` of `eval_data` (default: the data the package was measured on).
+                trust_remote_code: bool = False, adapters: tuple[str | Path, ...] = ()) -> LayerDiff:
+    """Compare `package` with `source` (what `compile` took, with the same `inputs`; default the package's, and the
+    same PEFT `adapters` merged in the same order) layer by layer on the first `samples` of `eval_data` (default: the
+    data the package was measured on).
 
     The float reference is `source` through the package's own steps before its first lossy one (from the step cache
     in `cache_dir` where the compile left them). Both run in the package's runtime (ONNX Runtime, OpenVINO) on this CPU
@@ -130,7 +155,7 @@ def diff_layers(source: str | Path, package: str | Path, eval_data: str | Path |
     stays to the package as shipped.
     """
     from edgekit.ingest import ingest
-    from edgekit.layers.reference import check_source, evaluation_data, reference_model
+    from edgekit.layers.reference import check_adapters, check_source, evaluation_data, reference_model
     from edgekit.package import read_package
     from edgekit.scratch import owned_scratch
 
@@ -139,7 +164,8 @@ def diff_layers(source: str | Path, package: str | Path, eval_data: str | Path |
     if manifest.format not in BACKENDS:
         raise UnsupportedOnTarget(f"edgekit diff compares {' and '.join(BACKENDS)} packages layer by layer; "
                                   f"{package} is {manifest.format} ({manifest.target.name})")
-    model = ingest(source, inputs or manifest.inputs, trust_remote_code)
+    check_adapters(manifest, adapters, str(package))
+    model = ingest(source, inputs or manifest.inputs, trust_remote_code, adapters)
     check_source(model, manifest, str(source), str(package))
     data = evaluation_data(eval_data, manifest, model, samples)
     work_dir = owned_scratch(tempfile.gettempdir(), "edgekit-diff-")
@@ -147,12 +173,13 @@ def diff_layers(source: str | Path, package: str | Path, eval_data: str | Path |
         reference = reference_model(model, manifest, work_dir, cache_dir)
         if reference.lossy_step is None:
             log.info("diff: every step of %s keeps the numbers; the layers should agree to float rounding", package)
-        return _compare(reference, opened, data, work_dir, str(source), str(package))
+        return compare_layers(reference, opened, data, work_dir, str(source), str(package))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _compare(reference, opened, data, work_dir: Path, source: str, package: str) -> LayerDiff:
+def compare_layers(reference, opened, data, work_dir: Path, source: str, package: str) -> LayerDiff:
+    """The `reference` float model (layers/reference.py) and the `opened` package run on `data`, layer by layer."""
     import importlib
 
     backend = importlib.import_module(BACKENDS[opened.manifest.format])
@@ -162,16 +189,41 @@ def _compare(reference, opened, data, work_dir: Path, source: str, package: str)
     if not matching.layers:
         raise UserError(f"no layer of {package} matches one of {source}'s float graph "
                         f"({matching.reference_layers} layers): was it built from another model?")
-    float_run = backend.ExposedRun(reference.model.path, [layer.tensor for layer in matching.layers], work_dir, options)
-    package_run = backend.ExposedRun(opened.main_file, [layer.package_tensor for layer in matching.layers], work_dir, options)
     feeds = list(data.feeds())
+    shipped = backend.plain_outputs(opened.main_file, feeds, options)
+    gaps, skipped, exposed_worst = measure_gaps(backend, matching, reference.model.path, opened.main_file, feeds,
+                                                work_dir, options, shipped)
+    gaps.sort(key=lambda gap: (gap.snr_db, gap.cosine_worst, gap.position))
+    return LayerDiff(source, package, opened.manifest.target.name, opened.manifest.precision, data.origin, len(feeds),
+                     tuple(gaps), matching.reference_layers, matching.covered, matching.by_name, matching.by_node, skipped,
+                     reference.steps, reference.cached, reference.lossy_step, exposed_worst if feeds else None)
+
+
+def gaps_between(format_module: str, float_path: Path, candidate_path: Path, feeds: list[dict[str, np.ndarray]],
+                 work_dir: Path, options: dict[str, Any] | None = None) -> list[LayerGap]:
+    """Every layer of the float graph at `float_path` matched in `candidate_path` (a model file of the same format,
+    `format_module` its edgekit.layers backend) with the error it holds on `feeds`, in graph order."""
+    import importlib
+
+    backend = importlib.import_module(format_module)
+    matching = backend.match_layers(float_path, candidate_path)
+    return measure_gaps(backend, matching, float_path, candidate_path, feeds, work_dir, options or {})[0]
+
+
+def measure_gaps(backend, matching, float_path: Path, candidate_path: Path, feeds: list[dict[str, np.ndarray]],
+                 work_dir: Path, options: dict[str, Any], shipped=None) -> tuple[list[LayerGap], int, float]:
+    """Both graphs run with the matched layers exposed, summed sample by sample: the gaps in graph order, how many
+    matched layers were left out (non-float values, or shapes that differ), and the worst cosine between the
+    candidate's outputs exposed and `shipped` (its outputs as it runs unexposed, per feed; None: not compared)."""
+    float_run = backend.ExposedRun(float_path, [layer.tensor for layer in matching.layers], work_dir, options)
+    candidate_run = backend.ExposedRun(candidate_path, [layer.package_tensor for layer in matching.layers], work_dir, options)
     sums = {layer.tensor: Sums() for layer in matching.layers}
     kinds: dict[str, str] = {}
     skipped: set[str] = set()
     exposed_worst = 1.0
-    for feed, shipped in zip(feeds, backend.plain_outputs(opened.main_file, feeds, options)):
-        expected, got = float_run.run(feed), package_run.run(feed)
-        for name, value in shipped.items():
+    for feed, plain in zip(feeds, shipped if shipped is not None else [None] * len(feeds)):
+        expected, got = float_run.run(feed), candidate_run.run(feed)
+        for name, value in (plain or {}).items():
             exposed_worst = min(exposed_worst, cosine(value.astype(np.float64).ravel(), got[name].astype(np.float64).ravel()))
         for layer in matching.layers:
             ref, candidate = expected[layer.tensor], got[layer.package_tensor]
@@ -180,16 +232,13 @@ def _compare(reference, opened, data, work_dir: Path, source: str, package: str)
                 continue
             kinds[layer.tensor] = "fp16" if candidate.dtype == np.float16 and layer.precision == "fp32" else layer.precision
             sums[layer.tensor].add(ref, candidate)
-    snr = {name: layer_sums.snr_db() for name, layer_sums in sums.items() if name not in skipped}
+    snr = {name: layer_sums.snr_db() for name, layer_sums in sums.items() if name not in skipped and layer_sums.cosines}
     gaps = [LayerGap(layer.tensor, layer.op, layer.module, snr[layer.tensor], float(np.mean(sums[layer.tensor].cosines)),
                      float(np.min(sums[layer.tensor].cosines)), sums[layer.tensor].max_abs, kinds[layer.tensor],
                      min((snr[name] for name in layer.inputs if name in snr), default=math.inf), position, layer.node,
                      layer.package_tensor)
-            for position, layer in enumerate(matching.layers) if layer.tensor not in skipped]
-    gaps.sort(key=lambda gap: (gap.snr_db, gap.cosine_worst, gap.position))
-    return LayerDiff(source, package, opened.manifest.target.name, opened.manifest.precision, data.origin, len(feeds),
-                     tuple(gaps), matching.reference_layers, matching.covered, matching.by_name, matching.by_node, len(skipped),
-                     reference.steps, reference.cached, reference.lossy_step, exposed_worst if feeds else None)
+            for position, layer in enumerate(matching.layers) if layer.tensor in snr]
+    return gaps, len(skipped), exposed_worst
 
 
 def _floating(value: np.ndarray) -> bool:

@@ -204,8 +204,7 @@ class ExposedRun:
         present = {value.name for value in model.graph.output}
         model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(tensors) if name not in present)
         self.outputs = [value.name for value in model.graph.output]
-        settings = ort.SessionOptions()
-        settings.log_severity_level = 3
+        settings = _settings()
         if model.ByteSize() > EXTERNAL_DATA_BYTES:
             copy = Path(tempfile.mkdtemp(dir=work_dir)) / "exposed.onnx"
             onnx.save(model, str(copy), save_as_external_data=True, location="exposed.onnx.data")
@@ -224,7 +223,18 @@ def plain_outputs(path: Path, feeds: list[dict[str, np.ndarray]], options: dict[
     """The package graph's own outputs, run as it ships (every fusion ORT makes) on the CPU, per feed."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), _settings(), providers=["CPUExecutionProvider"])
     names, inputs = [value.name for value in session.get_outputs()], {value.name for value in session.get_inputs()}
     for feed in feeds:
         yield dict(zip(names, session.run(names, {name: value for name, value in feed.items() if name in inputs})))
+
+
+def _settings():
+    """Quiet sessions whose idle threads sleep: diff runs two or three in turn, and a session's threads spinning after
+    its run would take the cores from the next one's."""
+    import onnxruntime as ort
+
+    settings = ort.SessionOptions()
+    settings.log_severity_level = 3
+    settings.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return settings

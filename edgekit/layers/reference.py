@@ -13,7 +13,7 @@ from edgekit.errors import UnsupportedOnTarget, UserError
 from edgekit.instruments import Instrument
 from edgekit.manifest import Manifest
 from edgekit.model import Format, Model
-from edgekit.passes.base import Context, Step, get_pass
+from edgekit.passes.base import Context, Pass, Step, get_pass
 from edgekit.schema import build
 
 log = logging.getLogger("edgekit")
@@ -40,6 +40,28 @@ def check_source(source: Model, manifest: Manifest, source_text: str, package: s
                         f"(sha256 {given[:12]}…): diff compares a package with its own source")
 
 
+def check_adapters(manifest: Manifest, adapters: tuple[str | Path, ...], package: str) -> None:
+    """The PEFT adapters the package was compiled with (its provenance lists them) must be given, in the same order."""
+    from edgekit.ingest.adapters import read_adapter
+
+    recorded = [record if isinstance(record, dict) else {} for record in manifest.provenance.get("adapters") or ()]
+    expected = [str(record.get("sha256")) for record in recorded]
+    given = [read_adapter(folder).sha256 for folder in adapters]
+    if given == expected:
+        return
+    got = f"sha256 {', '.join(f'{digest[:12]}…' for digest in given)}" if given else "none"
+    if not expected:
+        raise UserError(f"{package} was compiled without PEFT adapters: diff it without --adapter (given: {got})")
+    wanted = ", ".join(f"sha256 {digest[:12]}… (from {record.get('path')})" for digest, record in zip(expected, recorded))
+    raise UserError(f"{package} was compiled with PEFT adapter(s) {wanted} merged in that order: give the same with "
+                    f"--adapter DIR (given: {got})")
+
+
+def is_lossy(chosen: Pass) -> bool:
+    """Whether a pass changes the numbers (a quantizer), not only the form (export, fusions)."""
+    return chosen.tolerance is None or chosen.tolerance > FAITHFUL
+
+
 def faithful_steps(manifest: Manifest) -> tuple[list[Step], str | None]:
     """The package's applied steps before its first lossy one, and that lossy step's pass name (None: none)."""
     steps = []
@@ -49,7 +71,7 @@ def faithful_steps(manifest: Manifest) -> tuple[list[Step], str | None]:
             chosen = get_pass(name)
         except UserError:
             return steps, name
-        if chosen.tolerance is None or chosen.tolerance > FAITHFUL:
+        if is_lossy(chosen):
             return steps, name
         if applied.get("version") != chosen.version:
             log.warning("diff: the package ran %s version %s, this edgekit has %s: the reference may differ from the "
@@ -94,6 +116,37 @@ class _Kept(Instrument):
 
     def after_step(self, step, before: Model, after: Model, record) -> None:
         self.models.append(after)
+
+
+class BeforeLossy(Instrument):
+    """Keeps, as a compile runs, the float reference `reference_model` would replay: what the steps before the first
+    lossy one made, and the model that step took (their files stay in the step cache, or the compile's work folder,
+    until the compile ends)."""
+
+    def __init__(self, source: Model) -> None:
+        self.source = source
+        self.made: list[Model] = []
+        self.steps: list[str] = []
+        self.cached = 0
+        self.lossy: str | None = None
+        self.taken: Model | None = None  # what the lossy step took
+
+    def after_step(self, step, before: Model, after: Model, record) -> None:
+        if self.lossy is not None:
+            return
+        chosen = get_pass(step.step.pass_name)
+        if is_lossy(chosen):
+            self.lossy, self.taken = chosen.name, before
+            return
+        self.made.append(after)
+        self.steps.append(chosen.name)
+        self.cached += record.cached
+
+    def reference(self) -> Reference | None:
+        """The float reference, or None when no step changed the numbers."""
+        if self.taken is None:
+            return None
+        return Reference(self.taken, (self.source, *self.made), tuple(self.steps), self.cached, self.lossy)
 
 
 def _target(manifest: Manifest):

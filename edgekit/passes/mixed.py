@@ -176,7 +176,7 @@ def _verdict(reference, candidate, labels, evaluation, float_model: Model):
 
 def _quantized_gaps(backend: Backend, float_model: Model, model: Model, feeds, ctx: Context) -> tuple[Any, ...]:
     """The candidate's layers still below fp32 (in graph terms: reading integers), the ones adding most noise first."""
-    from edgekit.layers.between import gaps_between
+    from edgekit.layers.gap import gaps_between
 
     gaps = gaps_between(backend.format_module, float_model.path, model.path, feeds, ctx.work_dir,
                         ctx.target.options if ctx.target else {})

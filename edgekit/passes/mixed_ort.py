@@ -11,22 +11,21 @@ from pathlib import Path
 
 from edgekit.ingest.onnx import load_graph, onnx_files
 from edgekit.model import Model
-from edgekit.passes.base import Context, muted_logs
+from edgekit.passes.base import Context
 from edgekit.passes.mixed import Plan
 
 DYNAMIC_CAPABLE = frozenset({"MatMul", "Gather"})  # ORT dynamic int8: MatMulInteger; Gather of int8 weights (not Gemm)
 
 
 class OrtLayers:
-    """`base` is the scheme every layer starts in: static (rungs int8 → int8-dynamic → fp32) or dynamic."""
+    """`base` is the scheme every layer starts in (static or dynamic); `quantize(fp32 nodes, out)` writes a plan's
+    model with ORT's quantizer of that scheme."""
 
     format_module = "edgekit.layers.onnx_layers"
 
-    def __init__(self, model: Model, base: str, ctx: Context, quantize_static: Callable[[list[str], Path], None] | None,
-                 dynamic_options: dict) -> None:
+    def __init__(self, model: Model, base: str, ctx: Context, quantize: Callable[[list[str], Path], None]) -> None:
         graph = load_graph(model.path).graph
-        self.model, self.base, self.ctx = model, base, ctx
-        self.quantize_static, self.dynamic_options = quantize_static, dynamic_options
+        self.model, self.base, self.ctx, self.quantize = model, base, ctx, quantize
         self.ops = {node.name: node.op_type for node in graph.node if node.name}
         sizes = {init.name: _tensor_bytes(init) for init in graph.initializer}
         self.weights = {node.name: sum(sizes.get(name, 0) for name in node.input) for node in graph.node if node.name}
@@ -40,19 +39,9 @@ class OrtLayers:
         return self.weights
 
     def build(self, plan: Plan, index: int) -> Model:
-        from edgekit.passes.quantize_ort import _quantization, _result_files
-
-        folder = self.ctx.step_dir(f"mixed-{index}")
-        promoted = sorted(node for node, rung in plan.items() if rung == "fp32")
-        if self.base == "static":
-            self.quantize_static(promoted, folder / "model.onnx")
-        else:
-            with muted_logs("root"):
-                _quantization().quantize_dynamic(
-                    str(self.model.path), str(folder / "model.onnx"), op_types_to_quantize=sorted(DYNAMIC_CAPABLE),
-                    nodes_to_quantize=[node for node, op in self.ops.items() if op in DYNAMIC_CAPABLE and node not in plan],
-                    use_external_data_format=len(self.model.files) > 1, **self.dynamic_options)
-        return self.model.derive(files=onnx_files(folder / "model.onnx"), meta=_result_files(folder / "model.onnx"))
+        out = self.ctx.step_dir(f"mixed-{index}") / "model.onnx"
+        self.quantize(sorted(node for node, rung in plan.items() if rung == "fp32"), out)
+        return self.model.derive(files=onnx_files(out))
 
 
 def _tensor_bytes(tensor) -> int:

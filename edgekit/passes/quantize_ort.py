@@ -132,15 +132,13 @@ def _result(model: Model, out, choice: dict) -> Model:
     return model.derive(files=onnx_files(out), meta={**_result_files(Path(out)), "isa_choice": choice})
 
 
-def _mixed(model: Model, budget: Budget, base: str, ctx: Context, quantize_static, dynamic_options: dict,
-           choice: dict) -> Model:
+def _mixed(model: Model, budget: Budget, base: str, ctx: Context, quantize, choice: dict) -> Model:
     """The mixed-precision search (passes/mixed.py) over ORT's rungs; the manifest's precision_plan records it."""
     from edgekit.passes.mixed import search
     from edgekit.passes.mixed_ort import OrtLayers
 
-    layers = OrtLayers(model, base, ctx, quantize_static, dynamic_options)
-    chosen, record = search(model, layers, budget, ctx, base=f"int8-{base}")
-    return chosen.derive(meta={"isa_choice": choice, "precision_plan": record})
+    chosen, record = search(model, OrtLayers(model, base, ctx, quantize), budget, ctx, base=f"int8-{base}")
+    return chosen.derive(meta={**_result_files(chosen.path), "isa_choice": choice, "precision_plan": record})
 
 
 class QuantizeDynamic(Pass):
@@ -158,10 +156,19 @@ class QuantizeDynamic(Pass):
         choice = isa_choice(_target_isa(ctx))
         reduce_range = choice["reduce_range"] if config.reduce_range is None else config.reduce_range
         if config.budget is not None:
+            from edgekit.passes.mixed_ort import DYNAMIC_CAPABLE
+
             config.budget.objective()
-            options = {"per_channel": config.per_channel, "reduce_range": reduce_range,
-                       "weight_type": _quant_type(config.weight_type)}
-            return _mixed(model, config.budget, "dynamic", ctx, None, options,
+            excluded = _nodes_to_exclude(model, config.exclude_nodes, ())
+
+            def quantize(promoted: list[str], out: Path) -> None:
+                with muted_logs("root"):
+                    q.quantize_dynamic(str(model.path), str(out), op_types_to_quantize=sorted(DYNAMIC_CAPABLE),
+                                       per_channel=config.per_channel, reduce_range=reduce_range,
+                                       weight_type=_quant_type(config.weight_type), nodes_to_exclude=[*excluded, *promoted],
+                                       use_external_data_format=len(model.files) > 1)
+
+            return _mixed(model, config.budget, "dynamic", ctx, quantize,
                           {**choice, "reduce_range": reduce_range, "activation_type": "uint8"})
         out = ctx.step_dir("quantize-dynamic") / "model.onnx"
         with muted_logs("root"):
@@ -213,11 +220,9 @@ class QuantizeStatic(Pass):
             if config.max_drop is not None:
                 raise UserError("quantize-static: give max_drop (node fallback) or budget (mixed precision), not both")
             config.budget.objective()
-            options = {"per_channel": config.per_channel, "reduce_range": reduce_range,
-                       "weight_type": _quant_type(config.weight_type)}
             return _mixed(model, config.budget, "static", ctx,
                           lambda promoted, out: _quantize_static(model, config, ctx, out, [*excluded, *promoted], None),
-                          options, choice)
+                          choice)
         if config.max_drop is None:
             return _result(model, quantize((), None), choice)
         from edgekit.metrics import Evaluation

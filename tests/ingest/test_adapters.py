@@ -152,6 +152,17 @@ def test_compiled_package_is_the_adapted_model(lora, minilm, tmp_path):
     # the base alone cannot reuse this export: its content hash (the first step's cache key) differs, see below
     assert adapted.manifest.provenance["source_hash"] == folder_hash(minilm)
 
+    # diff merges the same adapter: the float reference is base+LoRA (its export from the cache), equal at every layer
+    diffed = CliRunner().invoke(main, ["diff", str(minilm), str(adapted.package), "--adapter", str(lora.folder),
+                                       "--samples", "2", "--json", "--cache-dir", str(cache)])
+    assert diffed.exit_code == 0, diffed.output
+    layers = json.loads(diffed.stdout)
+    assert layers["lossy_step"] is None and layers["reference_cached"] == len(layers["reference_steps"]) >= 1
+    assert len(layers["layers"]) > 50 and all(layer["snr_db"] is None or layer["snr_db"] > 60 for layer in layers["layers"])
+    without = CliRunner().invoke(main, ["diff", str(minilm), str(adapted.package), "--cache-dir", str(cache)])
+    assert without.exit_code == 1
+    assert f"compiled with PEFT adapter(s) sha256 {folder_hash(lora.folder)[:12]}…" in without.stderr
+
 
 def test_merge_records_the_adapters_in_order_and_keys_the_cache_on_them(lora, minilm, tmp_path, caplog):
     import torch
