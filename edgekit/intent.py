@@ -27,7 +27,7 @@ class Budget:
     size_mb: float | None = field(default=None, metadata={"range": (0.001, 1e6)})  # model files, MB (10^6 bytes)
     latency_ms: float | None = field(default=None, metadata={"range": (0.001, 1e7)})  # p50 at batch 1, runtime threads
     metric: str = "auto"  # as a recipe's evaluate.metric (auto: judged by what the output is)
-    eval_samples: int = field(default=64, metadata={"range": (1, 100_000)})  # samples fidelity is measured on
+    eval_samples: int = field(default=1000, metadata={"range": (1, 100_000)})  # evaluation samples fidelity is measured on
     layer_samples: int = field(default=8, metadata={"range": (1, 10_000)})  # samples the layer gaps are measured on
     max_rounds: int = field(default=12, metadata={"range": (1, 1000)})  # candidates built after the first
 

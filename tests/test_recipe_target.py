@@ -39,9 +39,15 @@ def test_every_builtin_recipe_plans_on_every_target_that_offers_its_precision():
                     lowered[(target.name, name)] = [step.pass_name for step, _ in lowered_steps(recipe, target)][-1]
                 except UnsupportedOnTarget as error:
                     refused[(target.name, name)] = str(error)
-    # dynamic int8 exists only where the runtime has kernels for it
-    assert set(refused) == {(t, "int8-dynamic") for t in ("cpu-openvino", "gpu-openvino", "npu-openvino", "gpu-ort-cuda",
-                                                           "gpu-tensorrt")}
+    # dynamic int8 exists only where the runtime has kernels for it; a budget (mixed precision) only where the
+    # target's quantizer takes one (ONNX Runtime, OpenVINO)
+    no_dynamic = {(t, name) for t in ("cpu-openvino", "gpu-openvino", "npu-openvino", "gpu-ort-cuda", "gpu-tensorrt")
+                  for name in ("int8-dynamic", "int8-mixed-dynamic")}
+    no_budget = {(t, name) for t in ("mobile-tflite", "mobile-executorch") for name in ("int8-mixed", "int8-mixed-dynamic")}
+    assert set(refused) == no_dynamic | no_budget
+    assert "quantize-tflite has no per-layer mixed precision, so no budget" in refused[("mobile-tflite", "int8-mixed")]
+    assert lowered[("cpu-ort", "int8-mixed-dynamic")] == "quantize-dynamic"
+    assert lowered[("cpu-openvino", "int8-mixed")] == "quantize-nncf"
     assert "has no int8/dynamic quantization; it offers: int8/static" in refused[("gpu-tensorrt", "int8-dynamic")]
     for name in ("int8", "int4-weights", "prune-distill-int8"):  # one recipe each on every CPU-runnable target
         assert {t for t, r in lowered if r == name} >= {"cpu-ort", "cpu-openvino", "mobile-tflite", "mobile-executorch"}

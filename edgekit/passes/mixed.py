@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgekit.errors import FidelityError, UserError
+from edgekit.errors import FidelityError, UnsupportedOnTarget, UserError
 from edgekit.intent import Budget
 from edgekit.model import Model
 from edgekit.passes.base import Context
@@ -67,6 +67,9 @@ def search(float_model: Model, backend: Backend, budget: Budget, ctx: Context, b
     from edgekit.metrics import Evaluation
 
     objective = budget.objective()
+    if ctx.target is not None and ctx.target.format is not float_model.format:
+        raise UnsupportedOnTarget(f"a quantization budget is measured on the target's runtime, and {ctx.target.name} "
+                                  f"runs {ctx.target.format.value}, not the {float_model.format.value} being quantized")
     data = ctx.evaluation or ctx.calibration
     if data is None:
         raise UserError("a quantization budget needs evaluation data: give --eval DATA (or --calib DATA)")

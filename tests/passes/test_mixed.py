@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -134,3 +135,29 @@ def test_openvino_mixed_compile_holds_the_budget(outlier, tmp_path):
     plan = manifest.precision_plan
     assert plan["objective"] == "max_drop" and plan["promoted"] and set(plan["promoted"].values()) == {"fp32"}
     assert manifest.metrics.verdict.ok and manifest.metrics.verdict.value >= 1 - MAX_DROP
+
+
+def test_dynamic_base_promotes_matmuls_to_float_and_records_the_saving(tmp_path):
+    """A token MLP (3-D input: Linear exports as MatMul): dynamic int8 MatMuls, promoted while the latency allows."""
+    from models import token_mlp
+
+    module, _ = token_mlp()
+    path = tmp_path / "tokens.onnx"
+    torch.onnx.export(module, (torch.randn(1, 8, 64),), str(path), dynamo=True, input_names=["tokens"],
+                      output_names=["out"], external_data=False)
+    rows = np.random.default_rng(0).standard_normal((16, 1, 8, 64)).astype(np.float32)
+    data = Dataset({"tokens": rows}, None, "seeded")
+    quantize = get_pass("quantize-dynamic")
+    model = read_onnx(path)
+    mixed = quantize.run(model, quantize.Config(budget=_budget(latency_ms=1e6, metric="cosine")),
+                         Context(tmp_path / "work", calibration=data, evaluation=data))
+    plan = mixed.meta["precision_plan"]
+    first = plan["candidates"][0]
+    assert plan["base"] == "int8-dynamic" and first["promoted"] == 0 and first["worst"] < 1.0
+    matmuls = [layer for layer in plan["layers"] if layer["op"] == "MatMul"]
+    assert len(matmuls) == 2 and all(layer["precision"] == "fp32" and layer["weight_bytes_saved"] == 0 for layer in matmuls)
+    session = ort.InferenceSession(str(mixed.path), providers=["CPUExecutionProvider"])
+    assert {node.op_type for node in onnx.load(str(mixed.path)).graph.node}.isdisjoint({"MatMulInteger"})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(rows[0])).numpy()
+    np.testing.assert_allclose(session.run(None, {"tokens": rows[0]})[0], expected, rtol=1e-4, atol=1e-4)
