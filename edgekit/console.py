@@ -118,7 +118,21 @@ def show_compiled(result) -> None:
     for judged in metrics.judged or (verdict,):
         show_verdict(judged)
     show_layers(manifest)
+    show_precision_plan(manifest.precision_plan)
     show_bench([bench])
+
+
+def show_precision_plan(plan: dict | None) -> None:
+    """A budget's mixed precision in one line: how many layers went to fp32, against what, after how many candidates."""
+    if not plan:
+        return
+    promoted, layers = plan.get("promoted") or {}, plan.get("layers") or []
+    budget = ", ".join(f"{key} {value}" for key, value in (plan.get("budget") or {}).items())
+    measured = plan.get("measured") or {}
+    say(f"mixed precision ({printable(budget)}): {len(promoted)} of {len(layers)} quantized layers kept in fp32 after "
+        f"{len(plan.get('candidates') or [])} candidates; {measured.get('size_mb', 0):.2f} MB, "
+        f"{measured.get('latency_ms', 0):.2f} ms here (fp32 {measured.get('float_size_mb', 0):.2f} MB, "
+        f"{measured.get('float_latency_ms', 0):.2f} ms); the manifest's precision_plan lists each layer")
 
 
 def show_layers(manifest) -> None:

@@ -117,7 +117,7 @@ def test_a_recipe_budget_reaches_the_target_quantizer_or_is_refused(outlier, tmp
         lower_intent(intent, load_target("mobile-tflite"))
 
 
-def test_openvino_mixed_compile_holds_the_budget(outlier, tmp_path):
+def test_openvino_mixed_compile_holds_the_budget(outlier, tmp_path, capsys):
     """End to end through compile on cpu-openvino: NNCF quantizes with the promoted ops in its ignored scope."""
     from edgekit import compile as compile_model
     from edgekit.package import read_package
@@ -135,6 +135,13 @@ def test_openvino_mixed_compile_holds_the_budget(outlier, tmp_path):
     plan = manifest.precision_plan
     assert plan["objective"] == "max_drop" and plan["promoted"] and set(plan["promoted"].values()) == {"fp32"}
     assert manifest.metrics.verdict.ok and manifest.metrics.verdict.value >= 1 - MAX_DROP
+    from edgekit.console import show_precision_plan
+
+    capsys.readouterr()
+    show_precision_plan(plan)  # compile's summary line
+    assert capsys.readouterr().out.startswith(f"mixed precision (max_drop 0.01, metric cosine): {len(plan['promoted'])} of "
+                                              f"{len(plan['layers'])} quantized layers kept in fp32 after "
+                                              f"{len(plan['candidates'])} candidates")
 
 
 def test_dynamic_base_promotes_matmuls_to_float_and_records_the_saving(tmp_path):
