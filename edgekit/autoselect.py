@@ -16,6 +16,7 @@ from edgekit.errors import EdgekitError, FidelityError, UserError
 from edgekit.intent import QuantizeIntent, lower_intent
 from edgekit.manifest import Manifest
 from edgekit.metrics import Evaluation, deciding, verdicts
+from edgekit.model import Format
 from edgekit.package import Staging, read_package
 from edgekit.passes.base import get_pass
 from edgekit.recipe import Recipe, load_recipe
@@ -23,6 +24,7 @@ from edgekit.scratch import owned_scratch
 from edgekit.target import Target, load_target
 
 log = logging.getLogger("edgekit")
+QAT_RECIPE = "qat-int8"  # tried when no quantized candidate is within tolerance
 MIN_SPEEDUP = 0.05  # a less precise candidate must be this much faster (and beyond its p50's interval) to win
 FIDELITY_KEYS = ("samples", "cosine_mean", "cosine_min", "max_abs", "mse", "top1_agreement", "accuracy",
                  "reference_accuracy", "custom", "judged")
@@ -70,6 +72,21 @@ def candidates(target: Target) -> list[Candidate]:
         else:
             add(Candidate(recipe.name, recipe))
     return list(found.values())
+
+
+def ptq_within(rows: list[dict]) -> bool:
+    """Whether a judged quantized candidate (int8, int4) is within tolerance."""
+    return any(row["verdict"] == "within" and precision_rank(row["precision"]) >= 2 for row in rows)
+
+
+def qat_candidate(source_format: Format, calib: str | Path | None) -> Candidate:
+    """Recipe qat-int8 (quantization-aware training, then the target's int8/static), or why it cannot be tried: it
+    trains a PyTorch source on the calibration data."""
+    if source_format is not Format.TORCH:
+        return Candidate(QAT_RECIPE, None, f"the source is {source_format.value}: qat trains a PyTorch model")
+    if calib is None:
+        return Candidate(QAT_RECIPE, None, "no --calib data to train on")
+    return Candidate(QAT_RECIPE, load_recipe(QAT_RECIPE))
 
 
 def _intent_recipe(intent: QuantizeIntent) -> Recipe:
@@ -200,40 +217,53 @@ def compile_auto(source: str | Path, target: str | Path, output: str | Path, cal
     cache = cache_dir or scratch / "cache"  # shared steps (export, optimize) are computed once
     results: dict[str, Any] = {}
     records: list[dict] = []
+
+    def attempt(candidate: Candidate) -> None:
+        """Compile and measure one candidate into `results` and `records`, or record why it was not."""
+        recipe = candidate.recipe
+        if recipe is None:
+            records.append(_record(candidate, "skipped", candidate.skipped))
+            return
+        if candidate.transformer_only and records:
+            fp32 = next((results[r["name"]] for r in records if r["status"] == "ok" and r["precision"] == "fp32"), None)
+            suited, why = transformer_like(fp32.package) if fp32 else (False, "no fp32 candidate to inspect")
+            if not suited:
+                records.append(_record(candidate, "skipped", f"not transformer-like: {why}"))
+                return
+        # candidates are judged by choose(), so none may fail compile on its own recipe's limit
+        measured = replace(recipe, evaluation=replace(tolerance or Evaluation(), max_drop=None, worst=None,
+                                                      data=recipe.evaluation.data))
+        log.info("auto: compiling candidate %s", candidate.name)
+        try:
+            result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
+                                   calib, eval, inputs,
+                                   cache, bench_runs, threads, progress, instruments,
+                                   trust_remote_code=trust_remote_code, adapters=adapters)
+        except EdgekitError as error:
+            records.append(_record(candidate, "failed", str(error)))
+            return
+        except Exception as error:  # a backend crash on one candidate must not lose the others
+            log.warning("auto: candidate %s crashed", candidate.name, exc_info=True)
+            records.append(_record(candidate, "failed", f"{type(error).__name__}: {error}"))
+            return
+        results[candidate.name] = result
+        records.append(_measured(candidate, result.manifest))
+
     try:
         for candidate in candidates(chosen_target):
-            recipe = candidate.recipe
-            if recipe is None:
-                records.append(_record(candidate, "skipped", candidate.skipped))
-                continue
-            if candidate.transformer_only and records:
-                fp32 = next((results[r["name"]] for r in records if r["status"] == "ok" and r["precision"] == "fp32"), None)
-                suited, why = transformer_like(fp32.package) if fp32 else (False, "no fp32 candidate to inspect")
-                if not suited:
-                    records.append(_record(candidate, "skipped", f"not transformer-like: {why}"))
-                    continue
-            # candidates are judged by choose(), so none may fail compile on its own recipe's limit
-            measured = replace(recipe, evaluation=replace(tolerance or Evaluation(), max_drop=None, worst=None,
-                                                          data=recipe.evaluation.data))
-            log.info("auto: compiling candidate %s", candidate.name)
-            try:
-                result = build_package(source, chosen_target.source, (keep_candidates or scratch) / candidate.name, measured,
-                                     calib, eval, inputs,
-                                     cache, bench_runs, threads, progress, instruments,
-                                     trust_remote_code=trust_remote_code, adapters=adapters)
-            except EdgekitError as error:
-                records.append(_record(candidate, "failed", str(error)))
-                continue
-            except Exception as error:  # a backend crash on one candidate must not lose the others
-                log.warning("auto: candidate %s crashed", candidate.name, exc_info=True)
-                records.append(_record(candidate, "failed", f"{type(error).__name__}: {error}"))
-                continue
-            results[candidate.name] = result
-            records.append(_measured(candidate, result.manifest))
+            attempt(candidate)
         if not any(r["status"] == "ok" for r in records):
             raise UnsupportedCandidates(records)
         limit, default = tolerance_for(tolerance)
         best, rows = choose(records, limit, default, min_speedup)
+        if "int8/static" in chosen_target.quantize and not ptq_within(rows):
+            source_format = next(iter(results.values())).plan.source_format
+            candidate = qat_candidate(source_format, calib)
+            if candidate.recipe is not None:
+                log.info("auto: no quantized candidate is within tolerance: trying quantization-aware training (%s)",
+                         candidate.name)
+            attempt(candidate)
+            best, rows = choose(records, limit, default, min_speedup)
         if best is None:
             raise FidelityError("--recipe auto: no candidate is within tolerance: "
                                 + "; ".join(f"{r['name']}: {r['why']}" for r in rows))

@@ -7,9 +7,20 @@ from pathlib import Path
 import pytest
 from conftest import CNN_INPUT
 
-from edgekit.autoselect import MIN_SPEEDUP, candidates, choose, compile_auto, faster_beyond_noise, precision_rank, tolerance_for
+from edgekit.autoselect import (
+    MIN_SPEEDUP,
+    candidates,
+    choose,
+    compile_auto,
+    faster_beyond_noise,
+    precision_rank,
+    ptq_within,
+    qat_candidate,
+    tolerance_for,
+)
 from edgekit.errors import UserError
 from edgekit.metrics import Evaluation, default_max_drop
+from edgekit.model import Format
 from edgekit.passes.quantize_ort import isa_choice
 from edgekit.spec import parse_input_spec
 from edgekit.target import load_target
@@ -200,3 +211,34 @@ def test_the_printed_table_shows_interval_worst_and_why(auto_run, monkeypatch):
     assert f"{chosen['p50_low']:.3g}, {chosen['p50_high']:.3g}]" in text
     assert "fastest of those faster beyond noise than every more precise candidate" in text
     assert "not transformer-like" in text and "rule: the most precise candidate within tolerance" in text
+
+
+def test_qat_is_tried_when_no_quantized_candidate_is_within(tmp_path, cnn_source, cnn_data, caplog):
+    target = tmp_path / "cpu-ort-int8.yaml"  # fp32 and int8/static only (with its calibration-method variants)
+    text = Path(load_target("cpu-ort").source).read_text().replace("precisions: [fp32, fp16, int8, int4]",
+                                                                     "precisions: [fp32, int8]")
+    text = text.split("  int8/dynamic:")[0].replace("calibrate_method: minmax}", "calibrate_method: minmax, activation_type: uint8}")
+    target.write_text(text + "default_recipe: fp32\nrecipes: {fp32: fp32}\n")
+    strict = Evaluation("cosine", max_drop=1e-7)  # int8 rounding alone misses it; fp32 keeps it
+    with caplog.at_level("INFO", logger="edgekit"):
+        result = compile_auto(cnn_source, target, tmp_path / "pkg", cnn_data, cnn_data, (parse_input_spec(CNN_INPUT),),
+                              tmp_path / "cache", bench_runs=2, tolerance=strict)
+    rows = {row["name"]: row for row in result.manifest.auto["candidates"]}
+    assert list(rows) == ["fp32", "int8-static", "int8-static-percentile", "int8-static-entropy", "qat-int8"]
+    assert "auto: no quantized candidate is within tolerance: trying quantization-aware training (qat-int8)" in caplog.text
+    qat = rows["qat-int8"]
+    assert qat["status"] == "ok" and qat["precision"] == "int8" and qat["verdict"] == "misses"
+    assert qat["metric"]["name"] == "cosine" and 0 < qat["metric"]["drop"] < 0.01
+    assert result.manifest.auto["chosen"] == "fp32"
+    shutil.rmtree(tmp_path / "cache")
+
+
+def test_qat_candidate_needs_a_torch_source_and_data():
+    judged = [{"name": "fp32", "precision": "fp32", "verdict": "within"}, {"name": "int8", "precision": "int8", "verdict": "misses"},
+              {"name": "int4", "precision": "int4", "verdict": "failed"}]
+    assert not ptq_within(judged) and ptq_within([*judged, {"name": "q", "precision": "int8", "verdict": "within"}])
+    ready = qat_candidate(Format.TORCH, "calib.npz")
+    assert ready.name == "qat-int8" and [getattr(s, "pass_name", None) for s in ready.recipe.steps][0] == "qat"
+    onnx = qat_candidate(Format.ONNX, "calib.npz")
+    assert onnx.recipe is None and onnx.skipped == "the source is onnx: qat trains a PyTorch model"
+    assert qat_candidate(Format.TORCH, None).skipped == "no --calib data to train on"

@@ -136,6 +136,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "prune-unstructured": "edgekit.passes.prune_sparse:PruneUnstructured",
     "prune-nm": "edgekit.passes.prune_sparse:PruneNM",
     "distill": "edgekit.passes.distill:Distill",
+    "qat": "edgekit.passes.qat:Qat",
     "convert-openvino": "edgekit.passes.openvino:ConvertOpenvino",
     "compress-fp16-openvino": "edgekit.passes.openvino:CompressFp16Openvino",
     "quantize-nncf": "edgekit.passes.quantize_nncf:QuantizeNncf",

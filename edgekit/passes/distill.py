@@ -22,9 +22,10 @@ from edgekit.training import Checkpoint, batch_count, batches, first_output, par
 
 
 @dataclass(frozen=True, slots=True)
-class DistillConfig:
+class TrainingConfig:
+    """What the training loop reads: distill's fields (and qat's, which changes some defaults)."""
+
     teacher: str = ""  # file.py:factory; empty: the model as ingested, before the compression steps
-    student: str = ""  # file.py:factory of a smaller architecture; empty: the current model
     data: str = ""  # training data (.npz or .npy folder); empty: the calibration data (--calib)
     temperature: float = field(default=4.0, metadata={"range": (0.05, 100.0)})
     kl_weight: float = field(default=1.0, metadata={"range": (0.0, 1e4)})  # KL on temperature-softened logits
@@ -47,6 +48,11 @@ class DistillConfig:
     checkpoint_every: int = field(default=0, metadata={"range": (0, 10_000_000)})  # steps; 0: once per epoch
 
 
+@dataclass(frozen=True, slots=True)
+class DistillConfig(TrainingConfig):
+    student: str = ""  # file.py:factory of a smaller architecture; empty: the current model
+
+
 class Distill(Pass):
     name = "distill"
     accepts = frozenset({Format.TORCH})
@@ -57,46 +63,59 @@ class Distill(Pass):
     trains_across_processes = True  # under torchrun every process runs it (and the steps before it) together
 
     def run(self, model: Model, config: DistillConfig, ctx: Context) -> Model:
-
-        if config.kl_weight + config.mse_weight + config.ce_weight == 0:
-            raise UserError("distill: kl_weight, mse_weight and ce_weight are all 0: set at least one")
-        teacher = _factory_module(config.teacher, model) if config.teacher else ctx.source.module if ctx.source else None
-        if teacher is None:
-            raise UserError("distill: no teacher: run it inside compile (the source model teaches) or set teacher: file.py:factory")
-        student = _factory_module(config.student, model) if config.student else copy.deepcopy(model.module)
-        data = load_data(config.data, model.inputs, model.meta.get("tokenizer")) if config.data else ctx.calibration
-        if data is None or data.synthetic:
-            raise UserError("distill needs real training data: give --calib DATA or set data: path.npz")
-        if config.ce_weight and data.labels is None:
-            if config.kl_weight + config.mse_weight == 0:
-                raise UserError(f"distill: only ce_weight is set but {data.origin} has no labels; set kl_weight or mse_weight")
-            ctx.logger.info("distill: %s has no labels: training on the teacher's outputs alone", data.origin)
-        size = min(config.batch_size, len(data))
-        if size < world_size():
-            raise UserError(f"distill: {world_size()} processes share each batch, but a batch holds {size} samples: "
-                            f"set batch_size to at least {world_size()}")
-        device = _device(config.device)
-        with process_group(device) as backend:
-            trained, summary = _train(teacher, student, data, ctx.evaluation, model, config, ctx, device)
-        report = {"pass": self.name, "device": str(device), "world_size": world_size(), "backend": backend, **summary}
+        teacher, data, device = training_setup(self.name, model, config, ctx)
+        student = _factory_module(self.name, config.student, model) if config.student else copy.deepcopy(model.module)
+        trained, report = train_student(self.name, teacher, student, data, model, config, ctx, device)
         return model.derive(module=trained.to("cpu").eval(),
                             meta={"reports": [*model.meta.get("reports", []), report]})
 
 
-def _factory_module(source: str, model: Model) -> Any:
+def training_setup(name: str, model: Model, config: TrainingConfig, ctx: Context) -> tuple[Any, Dataset, Any]:
+    """(teacher module, training data, device) of pass `name`'s run, checked: one UserError line for what is missing."""
+    if config.kl_weight + config.mse_weight + config.ce_weight == 0:
+        raise UserError(f"{name}: kl_weight, mse_weight and ce_weight are all 0: set at least one")
+    teacher = (_factory_module(name, config.teacher, model) if config.teacher
+               else ctx.source.module if ctx.source else None)
+    if teacher is None:
+        raise UserError(f"{name}: no teacher: run it inside compile (the source model teaches) or set teacher: file.py:factory")
+    data = load_data(config.data, model.inputs, model.meta.get("tokenizer")) if config.data else ctx.calibration
+    if data is None or data.synthetic:
+        raise UserError(f"{name} needs real training data: give --calib DATA or set data: path.npz")
+    if config.ce_weight and data.labels is None:
+        if config.kl_weight + config.mse_weight == 0:
+            raise UserError(f"{name}: only ce_weight is set but {data.origin} has no labels; set kl_weight or mse_weight")
+        ctx.logger.info("%s: %s has no labels: training on the teacher's outputs alone", name, data.origin)
+    size = min(config.batch_size, len(data))
+    if size < world_size():
+        raise UserError(f"{name}: {world_size()} processes share each batch, but a batch holds {size} samples: "
+                        f"set batch_size to at least {world_size()}")
+    return teacher, data, _device(name, config.device)
+
+
+def train_student(name: str, teacher: Any, student: Any, data: Dataset, model: Model, config: TrainingConfig,
+                  ctx: Context, device: Any, label: str = "distilling", score_first: bool = False) -> tuple[Any, dict]:
+    """`student` trained toward `teacher` (across the torchrun processes when there are several) and the run's report;
+    `score_first`: the report's `initial` holds the evaluation metric before the first step."""
+    with process_group(device) as backend:
+        trained, summary = _train(teacher, student, data, ctx.evaluation, model, config, ctx, device, name, label,
+                                  score_first)
+    return trained, {"pass": name, "device": str(device), "world_size": world_size(), "backend": backend, **summary}
+
+
+def _factory_module(name: str, source: str, model: Model) -> Any:
     from edgekit.ingest.torch import read_factory
 
     path, _, factory = source.rpartition(":")
     if not path or not factory:
-        raise UserError(f"distill: '{source}' is not file.py:factory")
+        raise UserError(f"{name}: '{source}' is not file.py:factory")
     return read_factory(Path(path), factory, model.inputs).module
 
 
-def _device(choice: str) -> Any:
+def _device(name: str, choice: str) -> Any:
     import torch
 
     if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("distill: device 'cuda' asked, but PyTorch sees no CUDA device; use device: auto")
+        raise UserError(f"{name}: device 'cuda' asked, but PyTorch sees no CUDA device; use device: auto")
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", local_rank()) if world_size() > 1 else torch.device("cuda")
     return torch.device("cpu")
@@ -115,7 +134,7 @@ def _autocast_dtype(precision: str, device: Any) -> Any:
     return torch.float16
 
 
-def _loss(student_out: Any, teacher_out: Any, labels: Any, config: DistillConfig) -> Any:
+def _loss(student_out: Any, teacher_out: Any, labels: Any, config: TrainingConfig) -> Any:
     import torch.nn.functional as F
 
     s, t = student_out.float(), teacher_out.float()
@@ -134,7 +153,8 @@ def _loss(student_out: Any, teacher_out: Any, labels: Any, config: DistillConfig
 
 
 def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None, model: Model,
-           config: DistillConfig, ctx: Context, device: Any) -> tuple[Any, dict[str, Any]]:
+           config: TrainingConfig, ctx: Context, device: Any, name: str, label: str,
+           score_first: bool) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from edgekit.passes.distill_parallel import data_parallel
@@ -162,7 +182,10 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
     scorer = _Scorer(evaluation, teacher, model, config, device) if evaluation is not None else None
     state = Checkpoint(ctx.checkpoints, device)
     progress = state.resume(student, optimizer, schedule, scaler)  # by every process; DDP starts from rank 0's weights
-    ctx.progress.start("distilling", total)
+    if scorer and score_first and progress["step"] == 0:
+        metric, value = scorer.score(student)
+        progress["initial"] = {"step": 0, "name": metric, "value": round(value, 6)}
+    ctx.progress.start(label, total)
     ctx.progress.advance(progress["step"])
     every_eval = config.eval_every or per_epoch
     every_save = config.checkpoint_every or per_epoch
@@ -187,11 +210,11 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
                 schedule.step()
                 loss_value = float(sum_across(loss.detach())) / world_size()  # the whole batch's loss
                 progress["step"] += 1
-                progress["losses"].append(round(loss_value, 6))
+                progress["losses"].append(float(f"{loss_value:.6g}"))  # 6 digits: qat's losses are ~1e-6
                 ctx.progress.advance()
                 done = progress["step"] >= total
                 if scorer and (progress["step"] % every_eval == 0 or done):
-                    _evaluate(scorer, student, progress, config, ctx, loss_value)
+                    _evaluate(scorer, student, progress, config, ctx, loss_value, name)
                 if done or progress["stopped"] or progress["step"] % every_save == 0:
                     state.save(student, optimizer, schedule, scaler, progress)
                 if done or progress["stopped"]:
@@ -204,15 +227,17 @@ def _train(teacher: Any, student: Any, data: Dataset, evaluation: Dataset | None
     summary = {"batch_shares": shares, "steps": progress["step"], "planned_steps": total, "stopped_early": progress["stopped"],
                "final_loss": progress["losses"][-1] if progress["losses"] else None,
                "first_loss": progress["losses"][0] if progress["losses"] else None,
-               "evaluations": metric, "best": progress.get("best"), "resumed_from": progress.get("resumed_from", 0)}
+               "evaluations": metric, "best": progress.get("best"), "resumed_from": progress.get("resumed_from", 0),
+               **({"initial": progress.get("initial")} if score_first else {})}
     return student, summary
 
 
-def _evaluate(scorer: _Scorer, student: Any, progress: dict, config: DistillConfig, ctx: Context, loss: float) -> None:
+def _evaluate(scorer: _Scorer, student: Any, progress: dict, config: TrainingConfig, ctx: Context, loss: float,
+              pass_name: str) -> None:
     """Score the student, keep the best, count evaluations without gain for early stopping."""
-    name, value = scorer.score(student)
-    progress.setdefault("metrics", []).append({"step": progress["step"], "name": name, "value": round(value, 6)})
-    ctx.logger.info("distill: step %d loss %.4f %s %.4f", progress["step"], loss, name, value)
+    metric, value = scorer.score(student)
+    progress.setdefault("metrics", []).append({"step": progress["step"], "name": metric, "value": round(value, 6)})
+    ctx.logger.info("%s: step %d loss %.4f %s %.4f", pass_name, progress["step"], loss, metric, value)
     if progress.get("best") is None or value > progress["best"]:
         progress["best"], progress["bad"] = value, 0
         if config.restore_best:
@@ -220,14 +245,15 @@ def _evaluate(scorer: _Scorer, student: Any, progress: dict, config: DistillConf
     else:
         progress["bad"] = progress.get("bad", 0) + 1
         if config.patience and progress["bad"] >= config.patience:
-            ctx.logger.info("distill: no gain in %d evaluations: stopping at step %d", config.patience, progress["step"])
+            ctx.logger.info("%s: no gain in %d evaluations: stopping at step %d", pass_name, config.patience,
+                            progress["step"])
             progress["stopped"] = True
 
 
 class _Scorer:
     """The evaluation metric, higher is better: top-1 accuracy with labels, else cosine to the teacher."""
 
-    def __init__(self, evaluation: Dataset, teacher: Any, model: Model, config: DistillConfig, device: Any) -> None:
+    def __init__(self, evaluation: Dataset, teacher: Any, model: Model, config: TrainingConfig, device: Any) -> None:
         import torch
 
         subset = evaluation.head(config.eval_samples)
