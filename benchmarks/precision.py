@@ -170,19 +170,8 @@ def report(rows: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
-def write_results(text: str) -> None:
-    path = HERE / "RESULTS.md"
-    current = path.read_text()
-    if START in current and END in current:
-        head, _, rest = current.partition(START)
-        current = head + text + rest.partition(END)[2]
-    else:
-        current = current.rstrip() + "\n\n" + text + "\n"
-    path.write_text(current)
-
-
 def main() -> None:
-    from quantization import EVAL_SENTENCES, prepare_data, time_packages
+    from quantization import EVAL_SENTENCES, prepare_data, time_packages, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/precision"))
@@ -221,7 +210,7 @@ def main() -> None:
     (args.out / "results.md").write_text(text)
     print(text)
     if not args.no_results:
-        write_results(text)
+        write_results(text, START, END)
 
 
 if __name__ == "__main__":

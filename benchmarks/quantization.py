@@ -213,12 +213,13 @@ def report(rows: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, start: str = START, end: str = END) -> None:
+    """Replace the section between `start` and `end` of benchmarks/RESULTS.md with `text` (else append it)."""
     path = HERE / "RESULTS.md"
     current = path.read_text() if path.is_file() else "# Benchmark results\n"
-    if START in current and END in current:
-        head, _, rest = current.partition(START)
-        current = head + text + rest.partition(END)[2]
+    if start in current and end in current:
+        head, _, rest = current.partition(start)
+        current = head + text + rest.partition(end)[2]
     else:
         current = current.rstrip() + "\n\n" + text + "\n"
     path.write_text(current)
