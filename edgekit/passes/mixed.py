@@ -77,8 +77,9 @@ def search(float_model: Model, backend: Backend, budget: Budget, ctx: Context, b
     labels = None if data.labels is None else data.labels[: budget.eval_samples]
     evaluation = Evaluation(budget.metric, max_drop=budget.max_drop if objective == "max_drop" else None,
                             worst=budget.worst)
-    reference = collect(runner_for(float_model, target=ctx.target), feeds)
-    float_ms = _latency(float_model, feeds[0], ctx)
+    float_run = runner_for(float_model, target=ctx.target)
+    reference = collect(float_run, feeds)
+    float_ms = _latency(float_run, feeds[0])
     float_bytes = _bytes(float_model)
     weights = backend.weight_bytes()
 
@@ -88,7 +89,7 @@ def search(float_model: Model, backend: Backend, budget: Budget, ctx: Context, b
         judged = _verdict(reference, collect(run, feeds), labels, evaluation, float_model)
         gaps = _quantized_gaps(backend, float_model, model, feeds[: budget.layer_samples], ctx)
         candidate = Candidate(dict(plan), model, judged.value, judged.worst, judged.drop, judged.worst_drop, judged.ok,
-                              _bytes(model), _latency(model, feeds[0], ctx), gaps)
+                              _bytes(model), _latency(run, feeds[0]), gaps)
         ctx.logger.info("mixed precision: candidate %d (%d layer(s) promoted%s): %s %.4f (worst %s), %.2f MB, %.2f ms",
                         len(tried), len(plan), _newly(plan, tried), judged.metric, judged.value,
                         "-" if judged.worst is None else f"{judged.worst:.4f}", candidate.bytes / 1e6, candidate.latency_ms)
@@ -201,11 +202,8 @@ def _bytes(model: Model) -> int:
     return sum(Path(path).stat().st_size for path in model.files)
 
 
-def _latency(model: Model, feed: dict[str, np.ndarray], ctx: Context) -> float:
+def _latency(run: Callable[[dict[str, np.ndarray]], Any], feed: dict[str, np.ndarray]) -> float:
     """Median ms of one run at batch 1 with the runtime's default threads (as `edgekit bench`), on this CPU."""
-    from edgekit.evaluate import runner_for
-
-    run = runner_for(model, target=ctx.target)
     for _ in range(5):
         run(feed)
     times = []
